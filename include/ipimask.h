@@ -1,0 +1,438 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ipimask.h - IPI-avoidance primitives for user-space runtimes.
+ *
+ * libipimask makes other threads of the process do something (run a function,
+ * execute a memory barrier, drop cached entries, give back cached objects)
+ * while disturbing as few threads as possible: a busy-polling thread picks
+ * its work up in its loop, a blocked ("offline") thread is never woken, and
+ * only a running thread that does not poll is interrupted, by one coalesced
+ * per-thread signal.
+ *
+ * Conventions
+ *   - Functions that can fail return 0 (or a count >= 0) on success and a
+ *     negative errno on failure.  They never report through errno, and they
+ *     preserve errno on success.
+ *   - Before ipm_init() (and after ipm_fini()) every function that returns
+ *     int returns -EPERM, functions returning a pointer return NULL, and void
+ *     functions do nothing.
+ *   - A "slot" is the small integer a registered thread is known by
+ *     (0 .. max_threads-1), reused after the thread unregisters.
+ *   - Unless said otherwise, functions are MT-safe and NOT async-signal-safe:
+ *     do not call them from a signal handler, nor from an ipm_func_t running
+ *     on a thread in IPM_MODE_SIGNAL (which runs inside a signal handler).
+ *
+ * Copyright (c) 2026 The libipimask authors.
+ */
+#ifndef IPIMASK_H
+#define IPIMASK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define IPM_EXPORT __attribute__((visibility("default")))
+#else
+#define IPM_EXPORT
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Callback types                                                            */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * ipm_func_t: the function a call runs for each target thread.
+ * @slot: the target thread this invocation is for.
+ * @info: the caller's pointer, passed unchanged.
+ *
+ * Where it runs: on a thread in IPM_MODE_SIGNAL, inside the library's signal
+ * handler, so it must be async-signal-safe, short and non-blocking (no
+ * malloc, no locks the interrupted code may hold, no ipm_* call other than
+ * those documented async-signal-safe).  On a thread in IPM_MODE_POLL, inside
+ * ipm_poll() (ordinary context), unless the thread missed its poll deadline
+ * and was signalled.  For an offline target, on the caller's thread when the
+ * call has IPM_REMOTE, else on the target at ipm_thread_online().  Write it
+ * for the strictest of these contexts that your threads can be in.
+ */
+typedef void (*ipm_func_t)(int slot, void *info);
+
+/**
+ * ipm_cond_t: decides whether a thread is a target at all.
+ * @slot: the candidate thread.
+ * @info: the caller's pointer.
+ *
+ * Evaluated by the caller, on the caller's thread, before anyone is
+ * interrupted: a thread for which it returns false is never disturbed.  It
+ * runs inside an RCU read-side critical section: it must not block, must not
+ * call ipm_thread_unregister() or ipm_fini(), and should be fast (it is called
+ * once per candidate).
+ */
+typedef bool (*ipm_cond_t)(int slot, void *info);
+
+/* ------------------------------------------------------------------------ */
+/* Library                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** Configuration flag: never use membarrier(2) (testing, seccomp sandboxes). */
+#define IPM_CFG_NO_MEMBARRIER	(1u << 0)
+/** Configuration flag: never signal a thread pinned to isolated CPUs. */
+#define IPM_CFG_NO_SIGNAL_ISOLATED (1u << 1)
+
+/** Feature bits returned by ipm_features(). */
+#define IPM_FEAT_MEMBARRIER		(1u << 0) /* PRIVATE_EXPEDITED usable */
+#define IPM_FEAT_MEMBARRIER_CPU		(1u << 1) /* ..._RSEQ + FLAG_CPU usable */
+#define IPM_FEAT_MEMBARRIER_CPUMASK	(1u << 2) /* kernel/ FLAG_CPUMASK usable */
+#define IPM_FEAT_NUMA			(1u << 3) /* libnuma reports NUMA */
+
+struct ipm_config {
+	int      signo;            /* signal for interruptions; 0 = a free real-time signal chosen by the library */
+	unsigned max_threads;      /* 0 = 1024 */
+	unsigned poll_deadline_us; /* a polling thread that has not polled for this long is signalled; 0 = 1000 */
+	unsigned flags;            /* IPM_CFG_* */
+};
+
+/**
+ * ipm_init: initialise the library for this process.
+ * @cfg: configuration, or NULL for every default.
+ *
+ * Installs the signal handler (SA_SIGINFO | SA_RESTART; it saves and
+ * restores errno) and probes membarrier(2).  Call it once, before the
+ * threads that will register are created, from ordinary context.
+ *
+ * Return: 0; -EALREADY when already initialised; -EBUSY when @cfg->signo
+ * already has a disposition that is not the default (someone else's handler,
+ * or SIG_IGN), or when signo is 0 and no real-time signal is free; -EINVAL
+ * for a signal that cannot be caught (SIGKILL, SIGSTOP, out of range), for
+ * unknown @cfg->flags, or for max_threads above 65536; -ENOMEM.
+ * MT-safe (a concurrent second call gets -EALREADY); not async-signal-safe.
+ */
+IPM_EXPORT int ipm_init(const struct ipm_config *cfg);
+
+/**
+ * ipm_fini: undo ipm_init().
+ *
+ * Restores the signal's previous disposition and frees the library's state.
+ * Call it after every other thread has unregistered; a request still pending
+ * for a thread that is registered at this point is completed with
+ * -ECANCELED (its waiter sees that), never left hanging.  The caller's own
+ * registration is undone first.  Not async-signal-safe; must not race with
+ * other ipm_* calls.
+ */
+IPM_EXPORT void ipm_fini(void);
+
+/**
+ * ipm_features: IPM_FEAT_* bits probed at ipm_init().  0 before ipm_init().
+ * MT-safe, async-signal-safe.
+ */
+IPM_EXPORT unsigned ipm_features(void);
+
+/**
+ * ipm_signo: the signal number the library interrupts threads with,
+ * or -EPERM before ipm_init().  MT-safe, async-signal-safe.
+ */
+IPM_EXPORT int ipm_signo(void);
+
+/* ------------------------------------------------------------------------ */
+/* Threads                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/** Delivery modes for ipm_thread_set_mode(). */
+#define IPM_MODE_SIGNAL	0 /* interrupted by a signal (default) */
+#define IPM_MODE_POLL	1 /* calls ipm_poll() in its loop; signalled only past its deadline */
+
+/**
+ * ipm_thread_register: make the calling thread a possible target.
+ *
+ * Gives the thread the lowest free slot, unblocks the library's signal in
+ * the thread's signal mask, and arms automatic unregistration at thread
+ * exit.  The thread starts online, in IPM_MODE_SIGNAL.
+ *
+ * Return: the caller's slot; -EEXIST when already registered; -ENOSPC when
+ * max_threads threads are registered; -ENOMEM; -EPERM before ipm_init().
+ * MT-safe; not async-signal-safe.
+ */
+IPM_EXPORT int ipm_thread_register(void);
+
+/**
+ * ipm_thread_unregister: the calling thread stops being a target.
+ *
+ * Every request already addressed to the caller is run first, on the
+ * caller, so nothing is lost; requests sent while it unregisters are run
+ * too.  The slot becomes free for reuse only when no sender can still see
+ * the old registration (after an RCU grace period), so a late sender never
+ * reaches the next owner of the slot with the old owner's request.
+ * An offline caller is brought online first.  Called automatically when a
+ * registered thread exits.
+ *
+ * Return: 0; -ENOENT when the caller is not registered; -EPERM.
+ * Not async-signal-safe; do not call it from an ipm_func_t or ipm_cond_t.
+ */
+IPM_EXPORT int ipm_thread_unregister(void);
+
+/**
+ * ipm_self: the caller's slot, or -ENOENT when it is not registered
+ * (-EPERM before ipm_init()).  MT-safe, async-signal-safe.
+ */
+IPM_EXPORT int ipm_self(void);
+
+/**
+ * ipm_thread_set_mode: choose how the calling thread receives requests.
+ * @mode: IPM_MODE_SIGNAL or IPM_MODE_POLL.
+ *
+ * In IPM_MODE_POLL senders never signal the thread while it keeps calling
+ * ipm_poll(); a request that waits longer than poll_deadline_us is
+ * delivered by signal instead (an "escalation") when its caller waits for
+ * it.  Switching to IPM_MODE_SIGNAL runs what is pending first.
+ *
+ * Return: 0; -EINVAL for an unknown mode; -ENOENT when not registered;
+ * -EPERM.  Not async-signal-safe.
+ */
+IPM_EXPORT int ipm_thread_set_mode(int mode);
+
+/**
+ * ipm_poll: run the calling thread's pending requests.
+ *
+ * Costs one load of a cache line the thread already holds when nothing is
+ * pending.  The functions run in ordinary context, in the order they were
+ * sent by each sender.
+ *
+ * Return: how many functions ran (0 when not registered or before init).
+ * Not async-signal-safe.  May be called in any mode.
+ */
+IPM_EXPORT unsigned ipm_poll(void);
+
+/**
+ * ipm_thread_offline: the calling thread is about to block.
+ *
+ * Until ipm_thread_online() the thread is never signalled: requests for it
+ * wait (and run at ipm_thread_online()), or run on their sender's thread on
+ * its behalf when sent with IPM_REMOTE.  The thread must not touch the data
+ * its requests operate on while offline.  Nesting is not counted: a second
+ * call does nothing.  Not async-signal-safe.
+ */
+IPM_EXPORT void ipm_thread_offline(void);
+
+/**
+ * ipm_thread_online: the calling thread is back from blocking.
+ *
+ * Waits for a sender that is running a request on its behalf (IPM_REMOTE) to
+ * finish, then runs the requests deferred while it was offline, on itself,
+ * in ordinary context.  Does nothing when the thread is online or not
+ * registered.  Not async-signal-safe.
+ */
+IPM_EXPORT void ipm_thread_online(void);
+
+/* ------------------------------------------------------------------------ */
+/* Masks                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/** A set of slots, sized for the max_threads of the ipm_init() it was made under. */
+typedef struct ipm_mask ipm_mask_t;
+
+/** ipm_mask_alloc: an empty mask; NULL when out of memory or before init. */
+IPM_EXPORT ipm_mask_t *ipm_mask_alloc(void);
+/** ipm_mask_free: free @m (NULL is allowed). */
+IPM_EXPORT void ipm_mask_free(ipm_mask_t *m);
+/** ipm_mask_set: add @slot to @m; a slot out of range is ignored. */
+IPM_EXPORT void ipm_mask_set(ipm_mask_t *m, int slot);
+/** ipm_mask_clear: remove @slot from @m; a slot out of range is ignored. */
+IPM_EXPORT void ipm_mask_clear(ipm_mask_t *m, int slot);
+/** ipm_mask_test: whether @slot is in @m (false for NULL or out of range). */
+IPM_EXPORT bool ipm_mask_test(const ipm_mask_t *m, int slot);
+/** ipm_mask_zero: empty @m. */
+IPM_EXPORT void ipm_mask_zero(ipm_mask_t *m);
+/** ipm_mask_fill: set @m to every slot registered now (replaces its contents). */
+IPM_EXPORT void ipm_mask_fill(ipm_mask_t *m);
+/** ipm_mask_weight: how many slots @m holds (0 for NULL). */
+IPM_EXPORT unsigned ipm_mask_weight(const ipm_mask_t *m);
+/** ipm_mask_next: the first slot > @prev in @m, or -1; @prev = -1 starts. */
+IPM_EXPORT int ipm_mask_next(const ipm_mask_t *m, int prev);
+/**
+ * ipm_mask_set_node: add to @m the registered threads last seen on NUMA @node.
+ * A thread's node is sampled when it registers, polls work, and goes online.
+ * Return: how many slots were added; -EINVAL for a NULL mask or a node < 0;
+ * -EPERM before init.
+ */
+IPM_EXPORT int ipm_mask_set_node(ipm_mask_t *m, int node);
+
+/** Mask functions are MT-safe on distinct masks; a mask is not locked. */
+
+/* ------------------------------------------------------------------------ */
+/* Running functions on other threads                                        */
+/* ------------------------------------------------------------------------ */
+
+/** Call flags. */
+#define IPM_WAIT	(1u << 0) /* return when func has finished on every target */
+#define IPM_SELF	(1u << 1) /* the caller is a target too if the mask holds it (run first, directly) */
+#define IPM_REMOTE	(1u << 2) /* func may run on the caller on behalf of an offline target */
+
+/**
+ * ipm_on_each_thread_mask: run @func on every registered thread in @mask.
+ * @mask:  the targets; slots that are not registered are skipped.
+ * @func:  see ipm_func_t for where it runs.
+ * @info:  passed to @func.
+ * @flags: IPM_WAIT, IPM_SELF, IPM_REMOTE.
+ *
+ * Each target gets the request on its own lock-free list; a signal is sent
+ * only to a target in IPM_MODE_SIGNAL that is online and had nothing
+ * pending (a burst of requests to one thread costs one signal).  Polling
+ * targets pick the request up in ipm_poll(); offline targets run it at
+ * ipm_thread_online(), or the caller runs it for them with IPM_REMOTE.
+ * Without IPM_SELF the caller is never a target.
+ *
+ * Waiting (IPM_WAIT) spins briefly, then sleeps on a futex: it never burns a
+ * CPU for long.  A registered caller keeps serving requests addressed to
+ * itself while it waits, so two threads calling each other cannot deadlock.
+ * A waiter escalates to a signal any polling target that has not picked the
+ * request up within poll_deadline_us.  With IPM_WAIT and an offline target
+ * without IPM_REMOTE, the call returns when that target comes online.
+ * Targets that register during the call are not targets; a target that
+ * unregisters during the call runs the request on its way out.
+ *
+ * Return: the number of threads the call was delivered to (>= 0); -EINVAL
+ * for a NULL @mask or @func or unknown @flags; -ENOMEM when the request
+ * cannot be allocated (then no target got it); -EPERM before init.
+ * MT-safe; not async-signal-safe (a polling thread may call it from a
+ * function run by ipm_poll()).
+ */
+IPM_EXPORT int ipm_on_each_thread_mask(const ipm_mask_t *mask, ipm_func_t func,
+				       void *info, unsigned flags);
+
+/**
+ * ipm_on_each_thread_cond: ipm_on_each_thread_cond_mask() over every
+ * registered thread.
+ */
+IPM_EXPORT int ipm_on_each_thread_cond(ipm_cond_t cond, ipm_func_t func,
+				       void *info, unsigned flags);
+
+/**
+ * ipm_on_each_thread_cond_mask: run @func on the threads of @mask for which
+ * @cond holds.
+ * @cond: evaluated by the caller for each registered candidate, before
+ *        anyone is interrupted (see ipm_cond_t); cond-false threads are never
+ *        disturbed and are counted in cond_skipped.
+ * @mask: candidates, or NULL for every registered thread.
+ *
+ * The target set is built in caller-local storage; when that cannot be
+ * allocated, the call falls back to every candidate in @mask without
+ * evaluating @cond, and counts a mask_fallback (never an error).
+ * Otherwise as ipm_on_each_thread_mask().
+ *
+ * Return: as ipm_on_each_thread_mask(); -EINVAL for a NULL @cond or @func.
+ */
+IPM_EXPORT int ipm_on_each_thread_cond_mask(ipm_cond_t cond, ipm_func_t func,
+					    void *info, unsigned flags,
+					    const ipm_mask_t *mask);
+
+/**
+ * ipm_on_thread: run @func on the thread of @slot (the one-target fast path).
+ *
+ * Return: 1 when delivered; 0 when @slot is the caller and IPM_SELF is not
+ * given; -ENOENT when @slot is not registered; -EINVAL for a slot out of
+ * range, a NULL @func or unknown flags; -ENOMEM; -EPERM.
+ * Otherwise as ipm_on_each_thread_mask().
+ */
+IPM_EXPORT int ipm_on_thread(int slot, ipm_func_t func, void *info, unsigned flags);
+
+/** An asynchronous request, owned by its caller; see ipm_call_async(). */
+struct ipm_req;
+
+/**
+ * ipm_call_async: send like ipm_on_each_thread_mask() without waiting.
+ * @req: receives the request handle (set to NULL on error).
+ *
+ * IPM_WAIT is not allowed here (wait with ipm_req_wait()).  The handle must
+ * be given back with ipm_req_release(), before or after completion.
+ *
+ * Return: the number of targets; -EINVAL (also for a NULL @req or IPM_WAIT);
+ * -ENOMEM; -EPERM.
+ */
+IPM_EXPORT int ipm_call_async(struct ipm_req **req, const ipm_mask_t *mask,
+			      ipm_func_t func, void *info, unsigned flags);
+
+/**
+ * ipm_req_wait: wait until every target of @req has finished.
+ * @timeout_ns: < 0 waits forever; 0 only checks.
+ *
+ * Spins briefly, then sleeps on a futex; serves the caller's own requests
+ * meanwhile and escalates late polling targets, like IPM_WAIT.
+ *
+ * Return: 0 when complete; -ETIMEDOUT; -ECANCELED when a target could not run
+ * it because the library was finalised; -EINVAL for a NULL @req.
+ * Several threads may wait on the same request.  Not async-signal-safe.
+ */
+IPM_EXPORT int ipm_req_wait(struct ipm_req *req, int64_t timeout_ns);
+
+/** ipm_req_done: whether every target has finished (true for NULL). Async-signal-safe. */
+IPM_EXPORT bool ipm_req_done(const struct ipm_req *req);
+
+/**
+ * ipm_req_release: give back the handle; allowed before completion (the
+ * request then completes on its own and is freed afterwards).  NULL is
+ * allowed.  Not async-signal-safe.
+ */
+IPM_EXPORT void ipm_req_release(struct ipm_req *req);
+
+/* ------------------------------------------------------------------------ */
+/* Barriers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * ipm_barrier_mask: a memory barrier on other threads.
+ * @mask: the threads, or NULL for every registered thread.
+ *
+ * On return every thread in @mask has executed a full memory barrier after
+ * the call began, or was not running in between (a context switch implies
+ * one).  Uses membarrier(2) when available, the signal path otherwise.
+ * Polling and offline threads are never interrupted for it.
+ *
+ * Return: 0; -EINVAL for a mask of another size; -ENOMEM; -EPERM.
+ * Not async-signal-safe.
+ */
+IPM_EXPORT int ipm_barrier_mask(const ipm_mask_t *mask);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                                */
+/* ------------------------------------------------------------------------ */
+
+struct ipm_stats {        /* process totals since ipm_init */
+	uint64_t calls, deliveries, cond_skipped;
+	uint64_t signals_sent, signals_coalesced, polled, remote_run, deferred, escalations;
+	uint64_t membarriers, mask_fallbacks;
+	uint64_t batches, batch_keys, full_flushes;
+	uint64_t drains, drained_objects;
+};
+
+struct ipm_thread_stats { /* one thread */
+	uint64_t interrupts;  /* signals it handled */
+	uint64_t polled, deferred, remote_run;
+};
+
+/**
+ * ipm_stats_get: process totals since ipm_init().
+ *
+ * Counters are kept per thread and summed here, so the total is a snapshot
+ * that may be a few events behind concurrent activity.
+ * Return: 0; -EINVAL for NULL; -EPERM.  MT-safe; not async-signal-safe.
+ */
+IPM_EXPORT int ipm_stats_get(struct ipm_stats *out);
+
+/**
+ * ipm_thread_stats_get: the counters of the thread registered in @slot.
+ * interrupts: signals it handled; polled: functions ipm_poll() ran;
+ * deferred: functions run at ipm_thread_online(); remote_run: functions run
+ * for it by other threads while it was offline.
+ * Return: 0; -EINVAL for NULL or a slot out of range; -ENOENT when @slot is
+ * not registered; -EPERM.  MT-safe.
+ */
+IPM_EXPORT int ipm_thread_stats_get(int slot, struct ipm_thread_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IPIMASK_H */
