@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: MIT */
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+pid_t test_gettid(void)
+{
+	return (pid_t)syscall(SYS_gettid);
+}
+
+static void futex_wait_u(atomic_uint *p, unsigned v)
+{
+	syscall(SYS_futex, (unsigned *)p, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0);
+}
+
+static void futex_wake_u(atomic_uint *p)
+{
+	syscall(SYS_futex, (unsigned *)p, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	if (w->cpu >= 0) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(w->cpu, &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
+	w->tid = test_gettid();
+	w->slot = ipm_thread_register();
+	if (w->slot < 0) {
+		fprintf(stderr, "register: %d\n", w->slot);
+		abort();
+	}
+	if (w->kind == W_POLL)
+		ipm_thread_set_mode(IPM_MODE_POLL);
+	if (w->kind == W_BLOCK)
+		ipm_thread_offline();
+	atomic_store(&w->ready, 1);
+	while (!atomic_load(&w->stop)) {
+		switch (w->kind) {
+		case W_POLL:
+			if (!atomic_load(&w->pause_poll))
+				ipm_poll();
+			break;
+		case W_BLOCK: {
+			unsigned g = atomic_load(&w->block_gate);
+
+			if (g == 0) {
+				futex_wait_u(&w->block_gate, 0);
+				break;
+			}
+			atomic_store(&w->block_gate, 0);
+			ipm_thread_online();
+			ipm_thread_offline();
+			break;
+		}
+		case W_SPIN:
+			sched_yield();
+			break;
+		case W_SPIN_HARD:
+			break;
+		}
+		atomic_fetch_add(&w->loops, 1);
+	}
+	if (w->kind == W_BLOCK)
+		ipm_thread_online();
+	/* Exiting unregisters (and runs what is pending). */
+	return NULL;
+}
+
+void workers_start(struct workers *ws, int n, enum worker_kind kind, bool pin)
+{
+	int i, ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+
+	ck_assert_int_le(n, MAX_WORKERS);
+	memset(ws, 0, sizeof(*ws));
+	ws->n = n;
+	for (i = 0; i < n; i++) {
+		struct worker *w = &ws->w[i];
+
+		w->kind = kind;
+		w->cpu = pin ? i % ncpu : -1;
+		ck_assert_int_eq(pthread_create(&w->th, NULL, worker_main, w), 0);
+	}
+	for (i = 0; i < n; i++)
+		ck_assert_msg(wait_int(&ws->w[i].ready, 1, 10.0), "worker %d never ready", i);
+}
+
+void workers_stop(struct workers *ws)
+{
+	int i;
+
+	for (i = 0; i < ws->n; i++) {
+		atomic_store(&ws->w[i].stop, 1);
+		atomic_store(&ws->w[i].block_gate, 1);
+		futex_wake_u(&ws->w[i].block_gate);
+	}
+	for (i = 0; i < ws->n; i++)
+		pthread_join(ws->w[i].th, NULL);
+	ws->n = 0;
+}
+
+struct worker *worker_by_slot(struct workers *ws, int slot)
+{
+	int i;
+
+	for (i = 0; i < ws->n; i++)
+		if (ws->w[i].slot == slot)
+			return &ws->w[i];
+	return NULL;
+}
+
+void worker_wake(struct worker *w)
+{
+	atomic_store(&w->block_gate, 1);
+	futex_wake_u(&w->block_gate);
+}
+
+bool wait_ge(atomic_ulong *p, unsigned long want, double seconds)
+{
+	double end = now_s() + seconds;
+
+	while (atomic_load(p) < want) {
+		if (now_s() > end)
+			return false;
+		sched_yield();
+	}
+	return true;
+}
+
+bool wait_int(atomic_int *p, int want, double seconds)
+{
+	double end = now_s() + seconds;
+
+	while (atomic_load(p) != want) {
+		if (now_s() > end)
+			return false;
+		sched_yield();
+	}
+	return true;
+}
+
+long long irq_count(int cpu)
+{
+	FILE *f = fopen("/proc/interrupts", "re");
+	char line[8192];
+	long long sum = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line, *end;
+		int col;
+
+		while (*p == ' ')
+			p++;
+		if (strncmp(p, "RES:", 4) && strncmp(p, "CAL:", 4))
+			continue;
+		p += 4;
+		for (col = 0;; col++) {
+			long long v = strtoll(p, &end, 10);
+
+			if (end == p)
+				break;
+			if (col == cpu) {
+				sum = (sum < 0 ? 0 : sum) + v;
+				break;
+			}
+			p = end;
+		}
+	}
+	fclose(f);
+	return sum;
+}
+
+void fixture_init(void)
+{
+	ck_assert_int_eq(ipm_init(NULL), 0);
+}
+
+void fixture_fini(void)
+{
+	ipm_fini();
+}

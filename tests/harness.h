@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * harness.h - worker threads for the tests: they register, then spin, poll
+ * or block (offline) until told to stop.  Waits are bounded: a test that
+ * would hang fails instead.
+ */
+#ifndef IPM_TEST_HARNESS_H
+#define IPM_TEST_HARNESS_H
+
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ipimask.h"
+
+#define MAX_WORKERS 128
+
+enum worker_kind {
+	W_SPIN,		/* IPM_MODE_SIGNAL, busy (yields) */
+	W_POLL,		/* IPM_MODE_POLL, calls ipm_poll() in its loop */
+	W_BLOCK,	/* offline, blocked on a futex until told */
+	W_SPIN_HARD,	/* IPM_MODE_SIGNAL, spins without yielding */
+};
+
+struct worker {
+	pthread_t th;
+	enum worker_kind kind;
+	int cpu;			/* pin to this CPU, or -1 */
+	int slot;
+	pid_t tid;
+	atomic_int ready;
+	atomic_int stop;
+	atomic_int pause_poll;		/* W_POLL: stop polling while set */
+	atomic_uint block_gate;		/* W_BLOCK: futex word, 1 = go online */
+	atomic_ulong loops;
+};
+
+struct workers {
+	int n;
+	struct worker w[MAX_WORKERS];
+};
+
+/* Start @n workers of @kind (pinned round-robin over CPUs when @pin). */
+void workers_start(struct workers *ws, int n, enum worker_kind kind, bool pin);
+void workers_stop(struct workers *ws);
+struct worker *worker_by_slot(struct workers *ws, int slot);
+/* W_BLOCK: let the worker go online, run deferred work, and block again. */
+void worker_wake(struct worker *w);
+
+/* Wait (bounded, yielding) until *p >= want; false on timeout. */
+bool wait_ge(atomic_ulong *p, unsigned long want, double seconds);
+bool wait_int(atomic_int *p, int want, double seconds);
+
+double now_s(void);
+pid_t test_gettid(void);
+
+/* Sum of the RES and CAL rows of /proc/interrupts for @cpu (-1 on error). */
+long long irq_count(int cpu);
+
+/* Default test fixture: ipm_init with defaults; asserted. */
+void fixture_init(void);
+void fixture_fini(void);
+
+#endif
