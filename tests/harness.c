@@ -58,8 +58,12 @@ static void *worker_main(void *arg)
 	while (!atomic_load(&w->stop)) {
 		switch (w->kind) {
 		case W_POLL:
-			if (!atomic_load(&w->pause_poll))
+			if (atomic_load(&w->pause_poll)) {
+				atomic_store(&w->paused, 1);
+			} else {
+				atomic_store(&w->paused, 0);
 				ipm_poll();
+			}
 			break;
 		case W_BLOCK: {
 			unsigned g = atomic_load(&w->block_gate);
@@ -133,6 +137,17 @@ void worker_wake(struct worker *w)
 {
 	atomic_store(&w->block_gate, 1);
 	futex_wake_u(&w->block_gate);
+}
+
+void worker_pause(struct worker *w)
+{
+	atomic_store(&w->pause_poll, 1);
+	ck_assert_msg(wait_int(&w->paused, 1, 10.0), "poller did not pause");
+}
+
+void worker_resume(struct worker *w)
+{
+	atomic_store(&w->pause_poll, 0);
 }
 
 bool wait_ge(atomic_ulong *p, unsigned long want, double seconds)

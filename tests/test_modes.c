@@ -104,7 +104,7 @@ START_TEST(stuck_poller_gets_its_call_by_escalation)
 	workers_start(&ws, 1, W_POLL, false);
 	reset(&ws);
 	s = ws.w[0].slot;
-	atomic_store(&ws.w[0].pause_poll, 1);	/* stops polling, keeps running */
+	worker_pause(&ws.w[0]);	/* stops polling, keeps running */
 	st0 = pstats();
 	ck_assert_int_eq(ipm_on_thread(s, on_own_thread, NULL, IPM_WAIT), 1);
 	st1 = pstats();
