@@ -120,7 +120,9 @@ START_TEST(cond_false_cpu_sees_no_extra_interrupts)
 	fprintf(stderr, "CPU1, quietest 100 ms: %lld interrupts idle, %lld during cond-false calls (%d calls)\n",
 		idle_min, busy_min, calls);
 	ck_assert_int_gt(calls, 600);
-	ck_assert_int_le(busy_min, idle_min * 2 + 10);
+	/* An interruption per call would be thousands per round; noise
+	 * from other processes is tens. */
+	ck_assert_int_le(busy_min, idle_min * 2 + 50);
 	workers_stop(&ws);
 }
 END_TEST
