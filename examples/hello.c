@@ -18,6 +18,7 @@
 
 static atomic_int stop, ready, ran;
 static atomic_int offline_gate;
+static int slots[3];	/* signal, polling, blocked */
 
 static void hello(int slot, void *info)
 {
@@ -29,7 +30,7 @@ static void hello(int slot, void *info)
 static void *signal_worker(void *arg)
 {
 	(void)arg;
-	ipm_thread_register();
+	slots[0] = ipm_thread_register();
 	atomic_fetch_add(&ready, 1);
 	while (!atomic_load(&stop))
 		;	/* busy: work arrives by signal */
@@ -39,7 +40,7 @@ static void *signal_worker(void *arg)
 static void *polling_worker(void *arg)
 {
 	(void)arg;
-	ipm_thread_register();
+	slots[1] = ipm_thread_register();
 	ipm_thread_set_mode(IPM_MODE_POLL);
 	atomic_fetch_add(&ready, 1);
 	while (!atomic_load(&stop))
@@ -50,7 +51,7 @@ static void *polling_worker(void *arg)
 static void *blocked_worker(void *arg)
 {
 	(void)arg;
-	ipm_thread_register();
+	slots[2] = ipm_thread_register();
 	ipm_thread_offline();	/* about to block: never interrupt me */
 	atomic_fetch_add(&ready, 1);
 	while (!atomic_load(&offline_gate))
@@ -68,7 +69,11 @@ int main(void)
 	ipm_mask_t *all;
 	int i, n, failed = 0;
 
-	if (ipm_init(NULL)) {
+	/* A poller that misses this deadline is signalled; generous here so
+	 * that the demo holds on a loaded machine (or under valgrind). */
+	struct ipm_config cfg = { .poll_deadline_us = 200000 };
+
+	if (ipm_init(&cfg)) {
 		fprintf(stderr, "ipm_init failed\n");
 		return 1;
 	}
@@ -85,20 +90,13 @@ int main(void)
 	failed |= n != 3 || atomic_load(&ran) != 3;
 
 	for (i = 0; i < 3; i++) {
-		ipm_thread_stats_get(i, &ts);
-		printf("slot %d: interrupts %llu polled %llu remote_run %llu\n", i,
-		       (unsigned long long)ts.interrupts, (unsigned long long)ts.polled,
-		       (unsigned long long)ts.remote_run);
+		ipm_thread_stats_get(slots[i], &ts);
+		printf("%-8s thread (slot %d): interrupts %llu, polled %llu, run for it remotely %llu\n",
+		       names[i], slots[i], (unsigned long long)ts.interrupts,
+		       (unsigned long long)ts.polled, (unsigned long long)ts.remote_run);
+		failed |= (i == 0) != (ts.interrupts == 1);
 	}
-	for (i = 0; i < 3; i++) {
-		/* slots follow registration order, which is racy: find by stats */
-		ipm_thread_stats_get(i, &ts);
-		if (ts.polled == 1 && ts.interrupts != 0)
-			failed = 1;
-		if (ts.remote_run == 1 && ts.interrupts != 0)
-			failed = 1;
-	}
-	printf("%s: only the %s thread was interrupted\n", failed ? "FAIL" : "ok", names[0]);
+	printf("%s: only the signal thread was interrupted\n", failed ? "FAIL" : "ok");
 
 	atomic_store(&stop, 1);
 	atomic_store(&offline_gate, 1);

@@ -29,12 +29,13 @@ static void *child_thread(void *arg)
 	return NULL;
 }
 
-static int child(int parent_slot)
+static int child(int parent_slot, ipm_mask_t *parents)
 {
 	ipm_mask_t *m = ipm_mask_alloc();
 	pthread_t th;
 	int slot = -1;
 
+	ipm_mask_free(parents);
 	/* Only the forking thread survives, registered at its old slot. */
 	if (ipm_self() != parent_slot)
 		return 10;
@@ -75,7 +76,7 @@ START_TEST(fork_child_sees_only_itself)
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
-		_exit(child(me));
+		_exit(child(me, m));
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFEXITED(status));
 	ck_assert_int_eq(WEXITSTATUS(status), 0);
@@ -93,17 +94,17 @@ END_TEST
 /* Forking while other threads hammer the library must not deadlock the
  * child (the RCU registry is pruned, the registry lock is sane). */
 static atomic_int hammer_stop;
+static ipm_mask_t *hammer_masks[2];	/* reachable from a fork child too */
+
 static void *hammer(void *arg)
 {
-	ipm_mask_t *m = ipm_mask_alloc();
+	ipm_mask_t *m = hammer_masks[(intptr_t)arg];
 
-	(void)arg;
 	ipm_thread_register();
 	while (!atomic_load(&hammer_stop)) {
 		ipm_mask_fill(m);
 		ipm_on_each_thread_mask(m, count, NULL, IPM_WAIT);
 	}
-	ipm_mask_free(m);
 	return NULL;
 }
 
@@ -112,8 +113,10 @@ START_TEST(fork_while_busy)
 	pthread_t th[2];
 	int i, status;
 
-	for (i = 0; i < 2; i++)
-		ck_assert_int_eq(pthread_create(&th[i], NULL, hammer, NULL), 0);
+	for (i = 0; i < 2; i++) {
+		hammer_masks[i] = ipm_mask_alloc();
+		ck_assert_int_eq(pthread_create(&th[i], NULL, hammer, (void *)(intptr_t)i), 0);
+	}
 	for (i = 0; i < 20; i++) {
 		pid_t pid = fork();
 
@@ -132,8 +135,10 @@ START_TEST(fork_while_busy)
 		ck_assert_int_eq(WEXITSTATUS(status), 0);
 	}
 	atomic_store(&hammer_stop, 1);
-	for (i = 0; i < 2; i++)
+	for (i = 0; i < 2; i++) {
 		pthread_join(th[i], NULL);
+		ipm_mask_free(hammer_masks[i]);
+	}
 }
 END_TEST
 
