@@ -13,6 +13,8 @@
 
 #define N 2000
 
+static char noisy_marker[64];
+
 static void nop(int slot, void *info)
 {
 	(void)slot;
@@ -37,15 +39,19 @@ static void pin_self(int cpu)
 }
 
 /*
- * Up to five tries of N waited calls: other processes on the machine can
- * add interrupts to CPU 1 during one try; the closest try is judged.
+ * Up to five tries.  Each try measures CPU 1 twice for the same time: once
+ * while nothing is sent (the machine's own noise: timers, other processes)
+ * and once while N waited calls go to the pinned target.  The calls must
+ * account for the difference.  When the noise alone exceeds the tolerance
+ * in every try, the machine is too busy to tell: the test skips (77).
  */
 START_TEST(library_interrupts_match_proc_interrupts)
 {
 	struct workers ws;
 	struct ipm_thread_stats t0, t1;
-	long long irq0, irq1, kernel, best = -1;
-	uint64_t lib = 0;
+	long long noise, kernel, tol = N / 10 + 50, min_noise = -1;
+	uint64_t lib;
+	double t, dt;
 	int i, slot, try;
 
 	need_cpus();
@@ -54,25 +60,41 @@ START_TEST(library_interrupts_match_proc_interrupts)
 	slot = ws.w[1].cpu == 1 ? ws.w[1].slot : ws.w[0].slot;
 	for (try = 0; try < 5; try++) {
 		ck_assert_int_eq(ipm_thread_stats_get(slot, &t0), 0);
-		irq0 = irq_count(1);
+		kernel = irq_count(1);
+		t = now_s();
 		for (i = 0; i < N; i++)
 			ck_assert_int_eq(ipm_on_thread(slot, nop, NULL, IPM_WAIT), 1);
-		irq1 = irq_count(1);
+		dt = now_s() - t;
+		kernel = irq_count(1) - kernel;
 		ck_assert_int_eq(ipm_thread_stats_get(slot, &t1), 0);
 		lib = t1.interrupts - t0.interrupts;
-		kernel = irq1 - irq0;
-		fprintf(stderr, "CPU1: library interrupts %llu, RES+CAL %lld, over %d calls\n",
-			(unsigned long long)lib, kernel, N);
 		ck_assert_uint_eq(lib, N);	/* one signal per waited call */
-		if (best < 0 || llabs(kernel - (long long)lib) < llabs(best - (long long)lib))
-			best = kernel;
-		if (llabs(kernel - (long long)lib) <= (long long)lib / 20 + 20)
+
+		noise = irq_count(1);
+		t = now_s();
+		while (now_s() - t < dt)
+			;
+		noise = irq_count(1) - noise;
+		if (min_noise < 0 || noise < min_noise)
+			min_noise = noise;
+		fprintf(stderr, "CPU1: library %llu, RES+CAL %lld during the calls, %lld in as long without\n",
+			(unsigned long long)lib, kernel, noise);
+		/* A signal to a thread running on another CPU is one
+		 * reschedule IPI. */
+		if (llabs(kernel - noise - (long long)lib) <= tol)
 			break;
 	}
-	/* A signal to a thread running on another CPU is one reschedule
-	 * IPI; allow 10% + 50 for timer-driven and unrelated ones. */
-	ck_assert_int_ge(best, (long long)lib * 9 / 10);
-	ck_assert_int_le(best, (long long)lib * 11 / 10 + 50);
+	if (try == 5 && min_noise > tol) {
+		/* Tell main() (we run in a forked child) to report a skip. */
+		FILE *f = fopen(noisy_marker, "we");
+
+		fprintf(stderr, "machine too noisy to compare (%lld interrupts of noise)\n", min_noise);
+		if (f)
+			fclose(f);
+		workers_stop(&ws);
+		return;
+	}
+	ck_assert_int_lt(try, 5);
 	workers_stop(&ws);
 }
 END_TEST
@@ -132,8 +154,14 @@ int main(void)
 	Suite *s = suite_create("interrupts");
 	TCase *tc = tcase_create("proc");
 	SRunner *sr;
-	int failed;
+	int failed, fd;
 
+	snprintf(noisy_marker, sizeof(noisy_marker), "/tmp/ipm-noisy-XXXXXX");
+	fd = mkstemp(noisy_marker);
+	if (fd >= 0) {
+		close(fd);
+		unlink(noisy_marker);
+	}
 	tcase_add_checked_fixture(tc, fixture_init, fixture_fini);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, library_interrupts_match_proc_interrupts);
@@ -143,5 +171,9 @@ int main(void)
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
+	if (!failed && access(noisy_marker, F_OK) == 0) {
+		unlink(noisy_marker);
+		return 77;	/* skipped: the machine was too busy to measure */
+	}
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
