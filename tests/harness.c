@@ -91,7 +91,7 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-void workers_start(struct workers *ws, int n, enum worker_kind kind, bool pin)
+static void start(struct workers *ws, int n, enum worker_kind kind, bool pin, int cpu)
 {
 	int i, ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -102,11 +102,21 @@ void workers_start(struct workers *ws, int n, enum worker_kind kind, bool pin)
 		struct worker *w = &ws->w[i];
 
 		w->kind = kind;
-		w->cpu = pin ? i % ncpu : -1;
+		w->cpu = cpu >= 0 ? cpu : pin ? i % ncpu : -1;
 		ck_assert_int_eq(pthread_create(&w->th, NULL, worker_main, w), 0);
 	}
 	for (i = 0; i < n; i++)
 		ck_assert_msg(wait_int(&ws->w[i].ready, 1, 10.0), "worker %d never ready", i);
+}
+
+void workers_start(struct workers *ws, int n, enum worker_kind kind, bool pin)
+{
+	start(ws, n, kind, pin, -1);
+}
+
+void workers_start_on(struct workers *ws, int n, enum worker_kind kind, int cpu)
+{
+	start(ws, n, kind, true, cpu);
 }
 
 void workers_stop(struct workers *ws)

@@ -47,6 +47,8 @@ struct workers {
 
 /* Start @n workers of @kind (pinned round-robin over CPUs when @pin). */
 void workers_start(struct workers *ws, int n, enum worker_kind kind, bool pin);
+/* Start @n workers of @kind all pinned to @cpu. */
+void workers_start_on(struct workers *ws, int n, enum worker_kind kind, int cpu);
 void workers_stop(struct workers *ws);
 struct worker *worker_by_slot(struct workers *ws, int slot);
 /* W_BLOCK: let the worker go online, run deferred work, and block again. */
