@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "harness.h"
+#include "internal.h"
 
 #define NSLOTS 1024
 
@@ -275,33 +278,77 @@ START_TEST(online_offline_churn_against_senders)
 }
 END_TEST
 
+static void *send_to_slot(void *arg)
+{
+	int slot = (int)(intptr_t)arg;
+
+	ck_assert_int_eq(ipm_on_thread(slot, anywhere, NULL, 0), 1);
+	return NULL;
+}
+
 START_TEST(switching_to_signal_runs_what_polling_left)
 {
-	struct workers ws;
-	struct ipm_req *req;
-	ipm_mask_t *m = ipm_mask_alloc();
-	int s;
+	pthread_t th;
+	int s, i;
 
-	/* The caller itself polls, then switches mode. */
 	s = ipm_thread_register();
 	ck_assert_int_ge(s, 0);
 	ck_assert_int_eq(ipm_thread_set_mode(IPM_MODE_POLL), 0);
-	workers_start(&ws, 0, W_SPIN, false);
 	memset(runs, 0, sizeof(runs));
-	ipm_mask_set(m, s);
-	/* From another thread: a helper that sends to us. */
-	{
-		struct workers sender;
-
-		(void)sender;
+	for (i = 0; i < 3; i++) {
+		ck_assert_int_eq(pthread_create(&th, NULL, send_to_slot, (void *)(intptr_t)s), 0);
+		pthread_join(th, NULL);
 	}
-	ck_assert_int_eq(ipm_call_async(&req, m, anywhere, NULL, IPM_SELF), 1);
-	/* IPM_SELF ran it directly on us. */
-	ck_assert_uint_eq(atomic_load(&runs[s]), 1);
-	ipm_req_release(req);
+	/* Polling, not polled yet: nothing ran, nothing interrupted us. */
+	ck_assert_uint_eq(atomic_load(&runs[s]), 0);
+	ck_assert_uint_eq(tstats(s).interrupts, 0);
 	ck_assert_int_eq(ipm_thread_set_mode(IPM_MODE_SIGNAL), 0);
+	ck_assert_uint_eq(atomic_load(&runs[s]), 3);
+	ck_assert_uint_eq(tstats(s).interrupts, 0);
 	ck_assert_int_eq(ipm_thread_unregister(), 0);
+}
+END_TEST
+
+/*
+ * IPM_CFG_NO_SIGNAL_ISOLATED: a thread confined to isolated CPUs is never
+ * signalled; a late poll is counted as an escalation but not signalled.
+ * The machine has no isolated CPU: the test marks CPU 1 isolated in the
+ * library's table before the worker registers there.
+ */
+START_TEST(isolated_threads_are_never_signalled)
+{
+	struct ipm_config cfg = { .flags = IPM_CFG_NO_SIGNAL_ISOLATED, .poll_deadline_us = 1000 };
+	struct workers ws;
+	struct ipm_stats st0, st1;
+	struct ipm_req *req;
+	ipm_mask_t *m;
+	int s;
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		return;
+	ipm_fini();
+	ck_assert_int_eq(ipm_init(&cfg), 0);
+	CPU_SET(1, &_ipm_lib.isolated_cpus);
+	m = ipm_mask_alloc();
+	workers_start_on(&ws, 1, W_POLL, 1);
+	reset(&ws);
+	s = ws.w[0].slot;
+	ipm_mask_set(m, s);
+	worker_pause(&ws.w[0]);
+	st0 = pstats();
+	ck_assert_int_eq(ipm_call_async(&req, m, on_own_thread, NULL, 0), 1);
+	ck_assert_int_eq(ipm_req_wait(req, 30 * 1000 * 1000), -ETIMEDOUT);
+	st1 = pstats();
+	ck_assert_uint_ge(st1.escalations - st0.escalations, 1);	/* reported */
+	ck_assert_uint_eq(st1.signals_sent - st0.signals_sent, 0);	/* not signalled */
+	ck_assert_uint_eq(tstats(s).interrupts, 0);
+	worker_resume(&ws.w[0]);
+	ck_assert_int_eq(ipm_req_wait(req, -1), 0);
+	ipm_req_release(req);
+	ck_assert_uint_eq(atomic_load(&runs[s]), 1);
+	ck_assert_int_eq(atomic_load(&wrong_thread), 0);
 	ipm_mask_free(m);
+	workers_stop(&ws);
 }
 END_TEST
 
@@ -321,6 +368,7 @@ int main(void)
 	tcase_add_test(tc, remote_after_deferred_keeps_order_and_runs_both);
 	tcase_add_test(tc, online_offline_churn_against_senders);
 	tcase_add_test(tc, switching_to_signal_runs_what_polling_left);
+	tcase_add_test(tc, isolated_threads_are_never_signalled);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
