@@ -177,6 +177,8 @@ static inline void _ipm_count(enum ipm_counter i, uint64_t n)
 }
 void _ipm_stats_reset(void);
 void _ipm_caller_exit(void);
+void _ipm_stats_fork_prepare(void);
+void _ipm_stats_fork_parent(void);
 void _ipm_stats_fork_child(void);
 
 /* ------------------------------------------------------------------------ */
