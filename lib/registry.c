@@ -299,6 +299,7 @@ static void atfork_child(void)
 
 	urcu_bp_after_fork_child();
 	_ipm_stats_fork_child();
+	_ipm_watchdog_fork_child();
 	/* Taken by our own prepare handler: the child's only thread owns it. */
 	pthread_mutex_unlock(&_ipm_lib.reg_lock);
 	if (!_ipm_lib.initialized)
