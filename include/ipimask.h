@@ -266,7 +266,9 @@ IPM_EXPORT unsigned ipm_mask_weight(const ipm_mask_t *m);
 IPM_EXPORT int ipm_mask_next(const ipm_mask_t *m, int prev);
 /**
  * ipm_mask_set_node: add to @m the registered threads last seen on NUMA @node.
- * A thread's node is sampled when it registers, polls work, and goes online.
+ * A thread's node is sampled when it registers, sets its mode, and every
+ * 1024 requests it polls (sched_getcpu() can be a system call; the
+ * online/offline and poll fast paths do not pay for it).
  * Return: how many slots were added; -EINVAL for a NULL mask or a node < 0;
  * -EPERM before init.
  */

@@ -138,6 +138,35 @@ static bool barrier_cpus(const cpu_set_t *cpus)
 	return false;
 }
 
+/* Add @s to the signal-path mask, allocated on first use. */
+static bool add(ipm_mask_t **m, unsigned s)
+{
+	if (!*m)
+		*m = ipm_mask_alloc();
+	if (!*m)
+		return false;
+	ipm_mask_set(*m, (int)s);
+	return true;
+}
+
+/* The slots to look at: the mask's bits, or up to the highest slot in use. */
+static unsigned first(const ipm_mask_t *mask)
+{
+	int s = mask ? ipm_mask_next(mask, -1) : 0;
+
+	return s < 0 ? _ipm_lib.max_threads : (unsigned)s;
+}
+
+static unsigned next(const ipm_mask_t *mask, unsigned s)
+{
+	int n;
+
+	if (!mask)
+		return s + 1 < IPM_LOAD(&_ipm_lib.slots_high) ? s + 1 : _ipm_lib.max_threads;
+	n = ipm_mask_next(mask, (int)s);
+	return n < 0 ? _ipm_lib.max_threads : (unsigned)n;
+}
+
 int ipm_barrier_mask(const ipm_mask_t *mask)
 {
 	struct ipm_thread *me = _ipm_self();
@@ -151,21 +180,16 @@ int ipm_barrier_mask(const ipm_mask_t *mask)
 		return -EPERM;
 	if (mask && mask->nbits != _ipm_lib.max_threads)
 		return -EINVAL;
-	signal_path = ipm_mask_alloc();
-	if (!signal_path)
-		return -ENOMEM;
 	CPU_ZERO(&cpus);
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);	/* the caller's own */
 
 	limit = _ipm_lib.max_threads;
 	_ipm_rcu_read_lock();
-	for (s = 0; s < limit; s++) {
+	for (s = first(mask); s < limit; s = next(mask, s)) {
 		struct ipm_thread *t;
 		uint32_t st;
 		int cpu;
 
-		if (mask && !ipm_mask_test(mask, (int)s))
-			continue;
 		t = _ipm_slot_deref(s);
 		if (!t || t == me)
 			continue;
@@ -174,7 +198,8 @@ int ipm_barrier_mask(const ipm_mask_t *mask)
 			continue;	/* scenario F */
 		if ((st & IPM_ST_POLL) && !(st & IPM_ST_KICKME)) {
 			pollers = true;
-			ipm_mask_set(signal_path, (int)s);
+			if (!add(&signal_path, s))
+				goto nomem;
 			continue;
 		}
 		cpu = IPM_LOAD(&t->pinned_cpu);
@@ -184,7 +209,8 @@ int ipm_barrier_mask(const ipm_mask_t *mask)
 			continue;
 		}
 		unpinned = true;
-		ipm_mask_set(signal_path, (int)s);
+		if (!add(&signal_path, s))
+			goto nomem;
 	}
 	_ipm_rcu_read_unlock();
 
@@ -200,20 +226,25 @@ int ipm_barrier_mask(const ipm_mask_t *mask)
 	if (!expedited && !barrier_cpus(&cpus)) {
 		/* membarrier refused: the pinned targets take the signal path. */
 		_ipm_rcu_read_lock();
-		for (s = 0; s < limit; s++) {
+		for (s = first(mask); s < limit; s = next(mask, s)) {
 			struct ipm_thread *t = _ipm_slot_deref(s);
 			int cpu;
 
-			if (!t || t == me || (mask && !ipm_mask_test(mask, (int)s)))
+			if (!t || t == me)
 				continue;
 			cpu = IPM_LOAD(&t->pinned_cpu);
-			if (cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET(cpu, &cpus))
-				ipm_mask_set(signal_path, (int)s);
+			if (cpu >= 0 && cpu < CPU_SETSIZE && CPU_ISSET(cpu, &cpus) &&
+			    !add(&signal_path, s))
+				goto nomem;
 		}
 		_ipm_rcu_read_unlock();
 	}
-	if (!expedited && ipm_mask_weight(signal_path))
+	if (!expedited && signal_path)
 		ret = ipm_on_each_thread_mask(signal_path, noop, NULL, IPM_WAIT);
 	ipm_mask_free(signal_path);
 	return ret < 0 ? ret : 0;
+nomem:
+	_ipm_rcu_read_unlock();
+	ipm_mask_free(signal_path);
+	return -ENOMEM;
 }

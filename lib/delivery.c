@@ -166,7 +166,7 @@ int _ipm_send_signal(struct ipm_thread *t)
 	int saved = errno, ret = 0, tries;
 
 	for (tries = 0; tries < 100; tries++) {
-		if (syscall(SYS_tgkill, getpid(), t->tid, _ipm_lib.signo) == 0) {
+		if (syscall(SYS_tgkill, _ipm_lib.pid, t->tid, _ipm_lib.signo) == 0) {
 			_ipm_count(IPM_C_SIGNALS_SENT, 1);
 			ret = 0;
 			break;
@@ -348,20 +348,26 @@ void _ipm_cancel_pending(struct ipm_thread *t)
 /* The owner's side                                                          */
 /* ------------------------------------------------------------------------ */
 
-unsigned ipm_poll(void)
+static __attribute__((noinline)) unsigned poll_slow(struct ipm_thread *t)
 {
-	struct ipm_thread *t = _ipm_tls_self;
 	unsigned n;
 
-	/* The fast path: one load of a line this thread holds shared. */
-	if (!t || likely(IPM_LOAD(&t->pending.head) == NULL))
-		return 0;
 	if (!_ipm_self() || (IPM_LOAD(&t->state) & IPM_ST_OFFLINE))
 		return 0;
 	n = run_chain(pop_fifo(t), &t->stats.polled, IPM_C_POLLED);
 	if ((IPM_LOAD(&t->stats.polled) & 1023) < n)
 		_ipm_sample_cpu(t);
 	return n;
+}
+
+unsigned ipm_poll(void)
+{
+	struct ipm_thread *t = _ipm_tls_self;
+
+	/* The fast path: one load of a line this thread holds shared. */
+	if (!t || likely(IPM_LOAD(&t->pending.head) == NULL))
+		return 0;
+	return poll_slow(t);
 }
 
 int ipm_thread_set_mode(int mode)
@@ -421,7 +427,6 @@ void ipm_thread_online(void)
 						__ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
 			break;
 	}
-	_ipm_sample_cpu(t);
 	/* Kept work is older than anything still pending: run it first.  The
 	 * handler leaves the list alone while kept_head is set. */
 	kept = t->kept_head;

@@ -4,6 +4,7 @@
  */
 #include <numa.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -114,6 +115,7 @@ int ipm_init(const struct ipm_config *cfg)
 		goto out;
 
 	_ipm_lib.signo = sig;
+	_ipm_lib.pid = getpid();
 	_ipm_lib.cfg_flags = c.flags;
 	_ipm_lib.max_threads = c.max_threads ? c.max_threads : IPM_DEFAULT_THREADS;
 	_ipm_lib.mask_words = (_ipm_lib.max_threads + IPM_BITS_PER_LONG - 1) / IPM_BITS_PER_LONG;

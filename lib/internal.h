@@ -193,6 +193,7 @@ struct ipm_lib {
 	bool initialized;
 	uint32_t gen;			/* bumped by every ipm_init */
 	int signo;
+	pid_t pid;			/* getpid(), refreshed in a fork child */
 	unsigned max_threads;
 	unsigned mask_words;
 	unsigned cfg_flags;
@@ -206,6 +207,7 @@ struct ipm_lib {
 	struct ipm_thread **slots;	/* RCU-protected */
 	unsigned long *used;		/* slots not free for reuse */
 	unsigned nregistered;
+	unsigned slots_high;		/* 1 + the highest slot ever taken */
 	pthread_mutex_t reg_lock;
 };
 

@@ -124,6 +124,7 @@ int _ipm_registry_init(void)
 		return -ENOMEM;
 	}
 	_ipm_lib.nregistered = 0;
+	_ipm_lib.slots_high = 0;
 	return 0;
 }
 
@@ -216,6 +217,8 @@ int ipm_thread_register(void)
 	}
 	t->slot = slot;
 	_ipm_lib.nregistered++;
+	if ((unsigned)slot >= _ipm_lib.slots_high)
+		IPM_STORE(&_ipm_lib.slots_high, (unsigned)slot + 1);
 	/* The handler must find the record before any sender can. */
 	_ipm_tls_gen = _ipm_lib.gen;
 	_ipm_tls_self = t;
@@ -298,6 +301,7 @@ static void atfork_child(void)
 	unsigned s;
 
 	urcu_bp_after_fork_child();
+	_ipm_lib.pid = getpid();
 	_ipm_stats_fork_child();
 	_ipm_watchdog_fork_child();
 	/* Taken by our own prepare handler: the child's only thread owns it. */

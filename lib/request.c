@@ -37,7 +37,34 @@
 
 #include "internal.h"
 
-#define WAIT_SPIN_NS	20000	/* spin this long before sleeping */
+/*
+ * How long a waiter spins before it sleeps: twice the completion time this
+ * thread usually sees (a moving average), between 5 and 100 us.  A signal
+ * round trip is ~10-15 us on a VM, a poll ~0.1-1 us: spinning a little past
+ * the usual completion saves the futex wake in the target's handler and the
+ * wake-up interrupt on ours; a target that is slow this time costs at most
+ * 100 us of spinning.
+ */
+#define WAIT_SPIN_MIN_NS	5000u
+#define WAIT_SPIN_MAX_NS	100000u
+#define WAIT_SPIN_START_NS	20000u
+static __ipm_tls uint32_t tls_wait_avg_ns;	/* 0: no sample yet */
+
+static uint64_t spin_budget(void)
+{
+	uint64_t b = tls_wait_avg_ns ? 2ull * tls_wait_avg_ns : WAIT_SPIN_START_NS;
+
+	return b < WAIT_SPIN_MIN_NS ? WAIT_SPIN_MIN_NS : b > WAIT_SPIN_MAX_NS ? WAIT_SPIN_MAX_NS : b;
+}
+
+static void note_wait(uint64_t ns)
+{
+	uint64_t avg = tls_wait_avg_ns;
+
+	if (ns > 10ull * WAIT_SPIN_MAX_NS)
+		ns = 10ull * WAIT_SPIN_MAX_NS;	/* a stuck target must not stick */
+	tls_wait_avg_ns = (uint32_t)(avg ? (7 * avg + ns) / 8 : ns);
+}
 
 static struct __cds_lfs_stack zombies = { NULL };
 
@@ -192,25 +219,28 @@ static bool escalate_late(struct ipm_req *r, uint64_t now)
 int _ipm_req_wait(struct ipm_req *r, int64_t timeout_ns)
 {
 	struct ipm_thread *me = _ipm_self();
-	uint64_t start = _ipm_now_ns(), now = start, deadline;
+	uint64_t start = r->sent_ns, now = _ipm_now_ns(), deadline, budget = spin_budget();
 	bool check_late = true;
 	unsigned spins = 0;
 	int ret = 0;
 
-	deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
-	/* Spin briefly: a signal round trip is ~10 us, a poll ~100 ns. */
+	deadline = timeout_ns < 0 ? UINT64_MAX : now + (uint64_t)timeout_ns;
+	/* Spin briefly (see spin_budget()). */
 	while (!req_complete(r)) {
 		if (me && (IPM_LOAD(&me->state) & IPM_ST_POLL))
 			ipm_poll();
 		_ipm_cpu_relax();
-		if ((++spins & 63) == 0) {
+		if ((++spins & 31) == 0) {
 			now = _ipm_now_ns();
-			if (now - start >= WAIT_SPIN_NS || now >= deadline)
+			if (now - start >= budget || now >= deadline)
 				break;
 		}
 	}
-	if (req_complete(r))
+	if (req_complete(r)) {
+		if (r->owner != IPM_REQ_REFCOUNTED)	/* synchronous calls teach */
+			note_wait(_ipm_now_ns() - start);
 		return r->error;
+	}
 
 	_ipm_wait_serve_begin(me);
 	for (;;) {
@@ -239,6 +269,8 @@ int _ipm_req_wait(struct ipm_req *r, int64_t timeout_ns)
 		_ipm_futex_wait(&r->pending, v, sleep_ns);
 	}
 	_ipm_wait_serve_end(me);
+	if (!ret && r->owner != IPM_REQ_REFCOUNTED)
+		note_wait(_ipm_now_ns() - start);
 	return ret ? ret : r->error;
 }
 
