@@ -69,6 +69,7 @@ struct opts {
 };
 
 static struct opts opt;
+static cpu_set_t orig_cpus;	/* the process's affinity before pinning */
 
 static void usage(FILE *f)
 {
@@ -365,6 +366,24 @@ static void target_stop(struct target *t)
 
 typedef void (*op_fn)(void *ctx);
 
+/* CPU-time clock of the target thread: how much of each segment it ran. */
+static clockid_t share_clock;
+static bool share_valid;
+
+static uint64_t clock_ns(clockid_t c)
+{
+	struct timespec ts;
+
+	if (clock_gettime(c, &ts))
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void share_of(pthread_t th)
+{
+	share_valid = pthread_getcpuclockid(th, &share_clock) == 0;
+}
+
 struct variant {
 	const char *name;
 	op_fn op;
@@ -381,6 +400,7 @@ struct variant {
 	struct ipm_stats dst;		/* library counter deltas */
 	struct ipm_thread_stats dts;
 	long long down;
+	uint64_t wall_ns, tgt_ns;	/* target's CPU time over the segments */
 };
 
 static void libsnap_take(struct libsnap *l, const struct variant *v)
@@ -428,8 +448,13 @@ static void run_segment(struct variant *v, long n, long warm)
 
 	for (i = 0; i < warm; i++)
 		v->op(v->ctx);
+	uint64_t w0, c0 = 0;
+
 	libsnap_take(&a, v);
 	irq_read(&ia);
+	if (share_valid)
+		c0 = clock_ns(share_clock);
+	w0 = now_ns();
 	for (i = 0; i < n; i++) {
 		uint64_t t0 = now_ns(), d;
 
@@ -437,6 +462,9 @@ static void run_segment(struct variant *v, long n, long warm)
 		d = now_ns() - t0;
 		push_sample(v, d > timer_overhead ? d - timer_overhead : 0);
 	}
+	v->wall_ns += now_ns() - w0;
+	if (share_valid)
+		v->tgt_ns += clock_ns(share_clock) - c0;
 	irq_read(&ib);
 	libsnap_take(&b, v);
 	v->ops += n;
@@ -516,8 +544,8 @@ static bool more_rounds(int done, int rounds, uint64_t start)
 
 static void print_header(void)
 {
-	printf("%-26s %10s %10s %10s %10s %12s %12s %12s\n", "variant", "ops", "median_ns",
-	       "p99_ns", "min_rnd", "irq/op tgt", "irq/op snd", "lib_irq/op");
+	printf("%-26s %9s %10s %10s %10s %11s %11s %11s %6s\n", "variant", "ops", "median_ns",
+	       "p99_ns", "min_rnd", "irq/op tgt", "irq/op snd", "lib_irq/op", "tgt%");
 }
 
 static void print_row(const struct variant *v, int tgt_cpu, int snd_cpu)
@@ -528,17 +556,39 @@ static void print_row(const struct variant *v, int tgt_cpu, int snd_cpu)
 	for (i = 0; i < v->nr; i++)
 		if (i == 0 || v->rmed[i] < mn)
 			mn = v->rmed[i];
-	printf("%-26s %10lld %10llu %10llu %10.0f %12.3f %12.3f %12.3f\n", v->name, v->ops,
+	printf("%-26s %9lld %10llu %10llu %10.0f %11.3f %11.3f %11.3f %6.1f\n", v->name, v->ops,
 	       (unsigned long long)v_median(v), (unsigned long long)v_p99(v), mn,
 	       v_irq(v, tgt_cpu), v_irq(v, snd_cpu),
-	       v->own ? per_op(v, (uint64_t)v->down) : per_op(v, v->dts.interrupts));
+	       v->own ? per_op(v, (uint64_t)v->down) : per_op(v, v->dts.interrupts),
+	       v->wall_ns ? 100.0 * (double)v->tgt_ns / (double)v->wall_ns : 0.0);
+}
+
+static char loadavg_start[64];
+
+static void loadavg(char *buf, size_t n)
+{
+	FILE *f = fopen("/proc/loadavg", "re");
+
+	buf[0] = '\0';
+	if (f) {
+		if (!fgets(buf, (int)n, f))
+			buf[0] = '\0';
+		fclose(f);
+	}
+	buf[strcspn(buf, "\n")] = '\0';
 }
 
 static void print_machine(void)
 {
+	char now[64];
+
+	loadavg(now, sizeof(now));
 	printf("# cpus: sender=%d target=%d, timer overhead subtracted: %llu ns, "
-	       "ipm_signo=%d features=0x%x\n", opt.cpu_a, opt.cpu_b,
-	       (unsigned long long)timer_overhead, ipm_signo(), ipm_features());
+	       "ipm_signo=%d features=0x%x\n# loadavg at start: %s, at end: %s\n"
+	       "# tgt%%: CPU time of the target thread / wall time of the segments "
+	       "(< 100: the target was preempted by other load)\n", opt.cpu_a, opt.cpu_b,
+	       (unsigned long long)timer_overhead, ipm_signo(), ipm_features(),
+	       loadavg_start, now);
 }
 
 static void noop_func(int slot, void *info)
@@ -652,6 +702,7 @@ static int scen_rtt_signal(void)
 		die("ipm_signo collides with the hand-written signal", EBUSY);
 	target_start(&t, opt.cpu_b);
 	target_set(&t, T_SIGNAL);
+	share_of(t.th);
 
 	va = (struct variant){ .name = "a cache-line RTT", .op = op_cacheline, .ctx = &t,
 			       .stats_slot = -1 };
@@ -759,6 +810,7 @@ static int scen_rtt_poll(void)
 		die("ipm_init", r);
 	target_start(&t, opt.cpu_b);
 	target_set(&t, T_POLL);
+	share_of(t.th);
 
 	va = (struct variant){ .name = "a cache-line RTT", .op = op_cacheline, .ctx = &t,
 			       .stats_slot = -1 };
@@ -910,13 +962,11 @@ static int scen_barrier(void)
 	static struct variant vm, vx, vs;
 	struct barrier_ctx bc = { 0 };
 	double ratio_x, ratio_s, nt_m = 0, nt_x = 0, nt_s = 0;
-	cpu_set_t set;
 	uint64_t start;
 	struct variant *all[3] = { &vm, &vx, &vs };
 
-	sched_getaffinity(0, sizeof(set), &set);
 	for (c = 0; c < CPU_SETSIZE; c++)
-		if (CPU_ISSET(c, &set)) {
+		if (CPU_ISSET(c, &orig_cpus)) {
 			if (c == opt.cpu_b)
 				bi = ncpu;
 			cpus[ncpu++] = c;
@@ -933,6 +983,7 @@ static int scen_barrier(void)
 	/* Spinner 0 (the target) on CPU b, the others round-robin from there. */
 	for (i = 0; i < nspin; i++)
 		target_start(&spin[i], cpus[(bi + i) % ncpu]);
+	share_of(spin[0].th);
 
 	vm = (struct variant){ .name = "ipm_barrier_mask (default)", .op = op_ipm_barrier,
 			       .ctx = &bc };
@@ -1019,6 +1070,17 @@ static void *sleeper_main(void *arg)
 	int idx = (int)(intptr_t)arg, r;
 	uint32_t seen = 0;
 	bool reg = false;
+	volatile char stack_touch[16384];
+
+	/* A thread of a real program has used malloc and some stack before
+	 * it registers: do the same, so that the footprint measured below is
+	 * the library's (glibc's per-thread tcache, ~0.6 KiB, is created by a
+	 * thread's first malloc; stack pages are touched once). */
+	void *volatile warm_heap;
+
+	memset((char *)stack_touch, 0, sizeof(stack_touch));
+	warm_heap = malloc(64);
+	free(warm_heap);
 
 	for (;;) {
 		uint32_t g = atomic_load(&sl_gen);
@@ -1060,6 +1122,11 @@ static void sleepers_request(int nsl, int want, bool quit)
 	futex_wake_all(&sl_gen);
 	while (atomic_load(&sl_acks) < nsl) {
 		struct timespec ts = { 0, 200000 };
+
+		nanosleep(&ts, NULL);
+	}
+	{	/* let every sleeper get back into its futex wait */
+		struct timespec ts = { 0, 20000000 };
 
 		nanosleep(&ts, NULL);
 	}
@@ -1124,6 +1191,7 @@ static int scen_scale(void)
 	}
 	pthread_attr_destroy(&attr);
 	target_start(&t, opt.cpu_b);
+	share_of(t.th);
 	/* Every thread exists and has run: what registration adds now is the
 	 * library's alone. */
 	sleepers_request(nsl, 0, false);
@@ -1322,6 +1390,7 @@ int main(int argc, char **argv)
 	if (sched_getaffinity(0, sizeof(set), &set))
 		die("sched_getaffinity", errno);
 	ncpu = CPU_COUNT(&set);
+	orig_cpus = set;
 	if (ncpu < 2) {
 		printf("SKIP: ipm-bench needs 2 CPUs, this process may use %d\n", ncpu);
 		return 77;
@@ -1355,6 +1424,7 @@ int main(int argc, char **argv)
 	if ((i = pin_self(opt.cpu_a)))
 		die("sched_setaffinity", i);
 	measure_timer_overhead();
+	loadavg(loadavg_start, sizeof(loadavg_start));
 
 	if (!strcmp(opt.scenario, "rtt-signal"))
 		return scen_rtt_signal();
