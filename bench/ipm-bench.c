@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -63,6 +64,7 @@ struct opts {
 	double seconds;		/* > 0: keep adding rounds until this much time passed */
 	int rounds;		/* alternating rounds (0 = scenario default) */
 	int cpu_a, cpu_b;	/* sender, target */
+	int nice;		/* setpriority() for every thread (0 = unchanged) */
 	bool cpus_given;
 	char **argv;		/* for `all` */
 	int argc;
@@ -75,7 +77,9 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: ipm-bench <scenario> [--iters N] [--threads N] [--seconds S]\n"
-		"                 [--cpus a,b] [--rounds R]\n"
+		"                 [--cpus a,b] [--rounds R] [--nice N]\n"
+		"  --nice -20 (root) keeps other load on a shared machine from preempting\n"
+		"  the benchmark's threads; every thread inherits it\n"
 		"scenarios:\n"
 		"  rtt-signal  cache-line RTT vs pthread_kill+ack vs ipm_on_thread (SIGNAL mode)\n"
 		"  rtt-poll    cache-line RTT vs ipm_on_thread to a polling thread; empty ipm_poll()\n"
@@ -584,10 +588,10 @@ static void print_machine(void)
 
 	loadavg(now, sizeof(now));
 	printf("# cpus: sender=%d target=%d, timer overhead subtracted: %llu ns, "
-	       "ipm_signo=%d features=0x%x\n# loadavg at start: %s, at end: %s\n"
+	       "ipm_signo=%d features=0x%x nice=%d\n# loadavg at start: %s, at end: %s\n"
 	       "# tgt%%: CPU time of the target thread / wall time of the segments "
 	       "(< 100: the target was preempted by other load)\n", opt.cpu_a, opt.cpu_b,
-	       (unsigned long long)timer_overhead, ipm_signo(), ipm_features(),
+	       (unsigned long long)timer_overhead, ipm_signo(), ipm_features(), opt.nice,
 	       loadavg_start, now);
 }
 
@@ -956,7 +960,7 @@ static void print_cpu_table(struct variant *const *vs, int nv)
 static int scen_barrier(void)
 {
 	long iters = opt.iters ? opt.iters : 20000;
-	int rounds = opt.rounds ? opt.rounds : 10, done, r, i, c, ncpu = 0;
+	int rounds = opt.rounds ? opt.rounds : 100, done, r, i, c, ncpu = 0;
 	int cpus[CPU_SETSIZE], bi = 0;
 	long per, warm;
 	static struct variant vm, vx, vs;
@@ -1370,7 +1374,15 @@ int main(int argc, char **argv)
 			opt.threads = (int)parse_long(argv[++i], "--threads");
 		else if (!strcmp(a, "--rounds"))
 			opt.rounds = (int)parse_long(argv[++i], "--rounds");
-		else if (!strcmp(a, "--seconds"))
+		else if (!strcmp(a, "--nice")) {
+			char *end;
+
+			opt.nice = (int)strtol(argv[++i], &end, 10);
+			if (*end || opt.nice < -20 || opt.nice > 19) {
+				fprintf(stderr, "ipm-bench: --nice wants -20..19\n");
+				return 2;
+			}
+		} else if (!strcmp(a, "--seconds"))
 			opt.seconds = atof(argv[++i]);
 		else if (!strcmp(a, "--cpus")) {
 			if (sscanf(argv[++i], "%d,%d", &opt.cpu_a, &opt.cpu_b) != 2 ||
@@ -1411,6 +1423,9 @@ int main(int argc, char **argv)
 
 	if (!strcmp(opt.scenario, "all"))
 		return scen_all();
+	/* Before any thread exists: threads inherit the calling thread's nice. */
+	if (opt.nice && setpriority(PRIO_PROCESS, 0, opt.nice))
+		die("setpriority (--nice)", errno);
 
 	{
 		struct irqsnap s;
