@@ -282,7 +282,9 @@ enum { T_UNREG = 0, T_SIGNAL = 1, T_POLL = 2 };
  */
 struct target {
 	_Alignas(CACHELINE) _Atomic uint64_t flag;	/* ping-pong: odd = ping */
+	_Alignas(CACHELINE) _Atomic uint64_t hb;	/* heartbeat, if beat */
 	_Alignas(CACHELINE) _Atomic int want;		/* T_* asked for */
+	bool beat;					/* bump hb in the loop */
 	_Atomic int have;				/* T_* applied */
 	_Atomic int slot;
 	_Atomic int stop;
@@ -330,18 +332,22 @@ static void *target_main(void *arg)
 		v = atomic_load_explicit(&t->flag, memory_order_acquire);
 		if (v & 1)
 			atomic_store_explicit(&t->flag, v + 1, memory_order_release);
+		if (t->beat)
+			atomic_store_explicit(&t->hb, atomic_load_explicit(&t->hb,
+					      memory_order_relaxed) + 1, memory_order_relaxed);
 	}
 	if (cur != T_UNREG)
 		ipm_thread_unregister();
 	return NULL;
 }
 
-static void target_start(struct target *t, int cpu)
+static void target_start(struct target *t, int cpu, bool beat)
 {
 	int r;
 
 	memset(t, 0, sizeof(*t));
 	t->cpu = cpu;
+	t->beat = beat;
 	atomic_store(&t->slot, -1);
 	r = pthread_create(&t->th, NULL, target_main, t);
 	if (r)
@@ -394,6 +400,8 @@ struct variant {
 	void *ctx;
 	int stats_slot;			/* ipm_thread_stats_get slot, or -1 */
 	_Atomic long long *own;		/* own counter, or NULL */
+	_Atomic uint64_t *hb;		/* target's heartbeat: time only ops it ran in */
+	long long off;			/* ops during which the target did not run */
 	/* results */
 	uint64_t *s;			/* every measured sample, ns */
 	size_t n, cap;
@@ -447,23 +455,30 @@ static void run_segment(struct variant *v, long n, long warm)
 	static struct irqsnap ia, ib;
 	struct libsnap a, b;
 	size_t first = v->n;
+	uint64_t w0, c0 = 0;
 	long i;
 	int k, c;
 
 	for (i = 0; i < warm; i++)
 		v->op(v->ctx);
-	uint64_t w0, c0 = 0;
-
 	libsnap_take(&a, v);
 	irq_read(&ia);
 	if (share_valid)
 		c0 = clock_ns(share_clock);
 	w0 = now_ns();
 	for (i = 0; i < n; i++) {
+		uint64_t h0 = v->hb ? atomic_load_explicit(v->hb, memory_order_relaxed) : 0;
 		uint64_t t0 = now_ns(), d;
 
 		v->op(v->ctx);
 		d = now_ns() - t0;
+		/* The target made no progress during the op: it was not on its
+		 * CPU, and the op did not have to reach it (membarrier skips a
+		 * CPU that is not running the process).  Counted, not timed. */
+		if (v->hb && atomic_load_explicit(v->hb, memory_order_relaxed) == h0) {
+			v->off++;
+			continue;
+		}
 		push_sample(v, d > timer_overhead ? d - timer_overhead : 0);
 	}
 	v->wall_ns += now_ns() - w0;
@@ -485,7 +500,8 @@ static void run_segment(struct variant *v, long n, long warm)
 	v->dts.interrupts += b.ts.interrupts - a.ts.interrupts;
 	v->dts.polled += b.ts.polled - a.ts.polled;
 	v->down += b.own - a.own;
-	push_rmed(v, (double)median_of(v->s + first, v->n - first));
+	/* -1: no op of this round reached a running target */
+	push_rmed(v, v->n > first ? (double)median_of(v->s + first, v->n - first) : -1.0);
 }
 
 static uint64_t v_median(const struct variant *v)
@@ -531,7 +547,7 @@ static double round_ratio(const struct variant *num, const struct variant *den)
 	if (!r)
 		die("malloc", ENOMEM);
 	for (i = 0; i < n; i++)
-		if (den->rmed[i] > 0)
+		if (den->rmed[i] > 0 && num->rmed[i] >= 0)
 			r[k++] = num->rmed[i] / den->rmed[i];
 	m = median_dbl(r, k);
 	free(r);
@@ -558,7 +574,7 @@ static void print_row(const struct variant *v, int tgt_cpu, int snd_cpu)
 	size_t i;
 
 	for (i = 0; i < v->nr; i++)
-		if (i == 0 || v->rmed[i] < mn)
+		if (v->rmed[i] >= 0 && (mn == 0 || v->rmed[i] < mn))
 			mn = v->rmed[i];
 	printf("%-26s %9lld %10llu %10llu %10.0f %11.3f %11.3f %11.3f %6.1f\n", v->name, v->ops,
 	       (unsigned long long)v_median(v), (unsigned long long)v_p99(v), mn,
@@ -704,7 +720,7 @@ static int scen_rtt_signal(void)
 		die("ipm_init", r);
 	if (ipm_signo() == hand_sig)
 		die("ipm_signo collides with the hand-written signal", EBUSY);
-	target_start(&t, opt.cpu_b);
+	target_start(&t, opt.cpu_b, false);
 	target_set(&t, T_SIGNAL);
 	share_of(t.th);
 
@@ -812,7 +828,7 @@ static int scen_rtt_poll(void)
 
 	if ((r = init_lib(0, 0)))
 		die("ipm_init", r);
-	target_start(&t, opt.cpu_b);
+	target_start(&t, opt.cpu_b, false);
 	target_set(&t, T_POLL);
 	share_of(t.th);
 
@@ -957,8 +973,12 @@ static void print_cpu_table(struct variant *const *vs, int nv)
 	}
 }
 
+static const unsigned scan_sizes[] = { 64, 1024, 8192, 65536 };
+#define NSCAN (int)(sizeof(scan_sizes) / sizeof(scan_sizes[0]))
+
 static int scen_barrier(void)
 {
+	double scan_ns[NSCAN];
 	long iters = opt.iters ? opt.iters : 20000;
 	int rounds = opt.rounds ? opt.rounds : 100, done, r, i, c, ncpu = 0;
 	int cpus[CPU_SETSIZE], bi = 0;
@@ -986,15 +1006,15 @@ static int scen_barrier(void)
 	ipm_fini();
 	/* Spinner 0 (the target) on CPU b, the others round-robin from there. */
 	for (i = 0; i < nspin; i++)
-		target_start(&spin[i], cpus[(bi + i) % ncpu]);
+		target_start(&spin[i], cpus[(bi + i) % ncpu], i == 0);
 	share_of(spin[0].th);
 
 	vm = (struct variant){ .name = "ipm_barrier_mask (default)", .op = op_ipm_barrier,
-			       .ctx = &bc };
+			       .ctx = &bc, .hb = &spin[0].hb };
 	vx = (struct variant){ .name = "membarrier PRIV_EXPEDITED", .op = op_membarrier,
-			       .ctx = NULL };
+			       .ctx = NULL, .hb = &spin[0].hb };
 	vs = (struct variant){ .name = "ipm_barrier_mask NO_MEMBAR", .op = op_ipm_barrier,
-			       .ctx = &bc };
+			       .ctx = &bc, .hb = &spin[0].hb };
 	per = iters / rounds > 0 ? iters / rounds : 1;
 	warm = per / 10 > 100 ? 100 : per / 10;
 	start = now_ns();
@@ -1011,6 +1031,29 @@ static int scen_barrier(void)
 	}
 	for (i = 0; i < nspin; i++)
 		target_stop(&spin[i]);
+
+	/* The library's own cost, by max_threads: a 1-slot mask whose slot
+	 * is not registered, so no system call and no interrupt at all. */
+	for (i = 0; i < NSCAN; i++) {
+		long n = scan_sizes[i] > 8192 ? 2000 : 20000, k;
+		ipm_mask_t *m;
+		uint64_t t0;
+
+		if ((r = init_lib(scan_sizes[i], 0)))
+			die("ipm_init", r);
+		m = ipm_mask_alloc();
+		if (!m)
+			die("ipm_mask_alloc", ENOMEM);
+		ipm_mask_set(m, 0);
+		for (k = 0; k < n / 10; k++)
+			ipm_barrier_mask(m);
+		t0 = now_ns();
+		for (k = 0; k < n; k++)
+			ipm_barrier_mask(m);
+		scan_ns[i] = (double)(now_ns() - t0) / (double)n;
+		ipm_mask_free(m);
+		ipm_fini();
+	}
 
 	ratio_x = round_ratio(&vm, &vx);
 	ratio_s = round_ratio(&vm, &vs);
@@ -1031,6 +1074,14 @@ static int scen_barrier(void)
 	for (i = 0; i < 3; i++)
 		print_row(all[i], opt.cpu_b, opt.cpu_a);
 	print_cpu_table(all, 3);
+	printf("ops during which the target spinner did not run (not timed, counted in irq/op): "
+	       "ipm %.1f%%, membarrier %.1f%%, signal %.1f%%\n",
+	       100.0 * (double)vm.off / (double)vm.ops, 100.0 * (double)vx.off / (double)vx.ops,
+	       100.0 * (double)vs.off / (double)vs.ops);
+	printf("ipm_barrier_mask with a 1-slot mask and nothing registered (no syscall, no IPI): ");
+	for (i = 0; i < NSCAN; i++)
+		printf("%smax_threads=%u: %.0f ns", i ? ", " : "", scan_sizes[i], scan_ns[i]);
+	printf("\n");
 	printf("library counters per op: default: membarriers=%.3f signals_sent=%.3f "
 	       "target.interrupts=%.3f;  NO_MEMBARRIER: membarriers=%.3f signals_sent=%.3f "
 	       "target.interrupts=%.3f\n",
@@ -1047,14 +1098,19 @@ static int scen_barrier(void)
 	       "membarrier_irq_target_per_op=%.3f membarrier_irq_nontarget_per_op=%.3f "
 	       "signal_irq_target_per_op=%.3f signal_irq_nontarget_per_op=%.3f "
 	       "ipm_membarriers_per_op=%.3f signal_lib_interrupts_per_op=%.3f "
-	       "signal_signals_sent_per_op=%.3f goal=1.25 goal_met=%d\n",
+	       "signal_signals_sent_per_op=%.3f ipm_off_pct=%.1f membarrier_off_pct=%.1f "
+	       "signal_off_pct=%.1f empty_ns_64=%.0f empty_ns_1024=%.0f empty_ns_8192=%.0f "
+	       "empty_ns_65536=%.0f goal=1.25 goal_met=%d\n",
 	       nspin, done, vm.ops, (unsigned long long)v_median(&vm),
 	       (unsigned long long)v_p99(&vm), (unsigned long long)v_median(&vx),
 	       (unsigned long long)v_p99(&vx), (unsigned long long)v_median(&vs),
 	       (unsigned long long)v_p99(&vs), ratio_x, ratio_s, v_irq(&vm, opt.cpu_b), nt_m,
 	       v_irq(&vx, opt.cpu_b), nt_x, v_irq(&vs, opt.cpu_b), nt_s,
 	       per_op(&vm, vm.dst.membarriers), per_op(&vs, vs.dts.interrupts),
-	       per_op(&vs, vs.dst.signals_sent), ratio_x <= 1.25 && nt_m <= nt_x + 0.05);
+	       per_op(&vs, vs.dst.signals_sent), 100.0 * (double)vm.off / (double)vm.ops,
+	       100.0 * (double)vx.off / (double)vx.ops, 100.0 * (double)vs.off / (double)vs.ops,
+	       scan_ns[0], scan_ns[1], scan_ns[2], scan_ns[3],
+	       ratio_x <= 1.25 && nt_m <= nt_x + 0.05);
 	free(spin);
 	return 0;
 }
@@ -1194,7 +1250,7 @@ static int scen_scale(void)
 			die("pthread_create (sleeper)", r);
 	}
 	pthread_attr_destroy(&attr);
-	target_start(&t, opt.cpu_b);
+	target_start(&t, opt.cpu_b, false);
 	share_of(t.th);
 	/* Every thread exists and has run: what registration adds now is the
 	 * library's alone. */
