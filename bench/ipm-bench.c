@@ -831,8 +831,36 @@ static double time_local_load(long n)
 	return (double)t0 / (double)n;
 }
 
+/* ipm_thread_offline() + ipm_thread_online(), nothing pending. */
+static double time_offline_online(long n)
+{
+	uint64_t t0 = now_ns();
+	long i;
+
+	for (i = 0; i < n; i++) {
+		ipm_thread_offline();
+		ipm_thread_online();
+	}
+	return (double)(now_ns() - t0) / (double)n;
+}
+
+/* What the pair needs at least: two full-barrier RMWs on a word it owns. */
+static double time_rmw_pair(long n)
+{
+	_Atomic uint32_t word = 0;
+	uint64_t t0 = now_ns();
+	long i;
+
+	for (i = 0; i < n; i++) {
+		atomic_fetch_or(&word, 2u);
+		atomic_fetch_and(&word, ~2u);
+	}
+	return (double)(now_ns() - t0) / (double)n;
+}
+
 static int scen_rtt_poll(void)
 {
+	double oo_ns[9], rmw_ns[9], oor[9], oo_med, rmw_med, oo_ratio;
 	long iters = opt.iters ? opt.iters : 200000, loop_n = 10000000;
 	int rounds = opt.rounds ? opt.rounds : 20, done, r, i;
 	long per, warm;
@@ -876,6 +904,16 @@ static int scen_rtt_poll(void)
 	poll_med = median_dbl(poll_ns, 9);
 	load_med = median_dbl(load_ns, 9);
 	poll_ratio = median_dbl(pr, 9);
+	/* The other owner-side fast path: going offline around a block. */
+	time_offline_online(loop_n / 100);
+	for (i = 0; i < 9; i++) {
+		oo_ns[i] = time_offline_online(loop_n / 50);
+		rmw_ns[i] = time_rmw_pair(loop_n / 50);
+		oor[i] = rmw_ns[i] > 0 ? oo_ns[i] / rmw_ns[i] : 0;
+	}
+	oo_med = median_dbl(oo_ns, 9);
+	rmw_med = median_dbl(rmw_ns, 9);
+	oo_ratio = median_dbl(oor, 9);
 	ipm_thread_unregister();
 
 	printf("== rtt-poll: one round trip to a thread polling with ipm_poll() "
@@ -893,18 +931,22 @@ static int scen_rtt_poll(void)
 	printf("empty ipm_poll(): %.3f ns/call; loop with one relaxed local load: %.3f ns/iter; "
 	       "ratio %.2f (9 alternating loops of %ld, medians)\n",
 	       poll_med, load_med, poll_ratio, loop_n);
+	printf("ipm_thread_offline()+ipm_thread_online(), nothing pending: %.1f ns/pair; "
+	       "two seq_cst RMWs on a local word: %.1f ns; ratio %.1f (9 alternating loops of %ld)\n",
+	       oo_med, rmw_med, oo_ratio, loop_n / 50);
 	printf("SUMMARY scenario=rtt-poll rounds=%d ops=%lld cacheline_med_ns=%llu "
 	       "cacheline_p99_ns=%llu poll_med_ns=%llu poll_p99_ns=%llu ratio=%.3f "
 	       "poll_irq_per_op=%.3f poll_lib_interrupts_per_op=%.3f "
 	       "poll_signals_sent_per_op=%.3f polled_per_op=%.3f escalations=%llu "
 	       "empty_poll_ns=%.3f local_load_ns=%.3f empty_poll_ratio=%.2f "
+	       "offline_online_ns=%.1f rmw_pair_ns=%.1f offline_online_ratio=%.1f "
 	       "goal=3 goal_met=%d\n",
 	       done, vp.ops, (unsigned long long)v_median(&va), (unsigned long long)v_p99(&va),
 	       (unsigned long long)v_median(&vp), (unsigned long long)v_p99(&vp), ratio,
 	       v_irq(&vp, opt.cpu_b), per_op(&vp, vp.dts.interrupts),
 	       per_op(&vp, vp.dst.signals_sent), per_op(&vp, vp.dts.polled),
 	       (unsigned long long)vp.dst.escalations, poll_med, load_med, poll_ratio,
-	       ratio <= 3.0);
+	       oo_med, rmw_med, oo_ratio, ratio > 0 && ratio <= 3.0);
 	target_stop(&t);
 	ipm_fini();
 	return 0;
