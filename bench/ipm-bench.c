@@ -1044,14 +1044,14 @@ static double irq_per_on(const struct variant *v)
 /*
  * On a loaded machine most ops may find the target preempted: go on with
  * more rounds (up to BARRIER_MAX_NS) until both membarrier variants have
- * MIN_TIMED timed ops, or as many as one round has ops.
+ * MIN_TIMED timed ops (or --iters, when smaller).
  */
 #define MIN_TIMED	1000
 #define BARRIER_MAX_NS	(60ull * 1000000000u)
 
-static bool need_timed(const struct variant *a, const struct variant *b, long per)
+static bool need_timed(const struct variant *a, const struct variant *b, long iters)
 {
-	size_t want = per < MIN_TIMED ? (size_t)per : MIN_TIMED;
+	size_t want = iters < MIN_TIMED ? (size_t)iters : MIN_TIMED;
 
 	return a->n < want || b->n < want;
 }
@@ -1102,7 +1102,7 @@ static int scen_barrier(void)
 	warm = per / 10 > 100 ? 100 : per / 10;
 	start = now_ns();
 	for (done = 0; more_rounds(done, rounds, start) ||
-	     (need_timed(&vm, &vx, per) && now_ns() - start < BARRIER_MAX_NS); done++) {
+	     (need_timed(&vm, &vx, iters) && now_ns() - start < BARRIER_MAX_NS); done++) {
 		barrier_phase_begin(0, &bc);
 		vm.stats_slot = vx.stats_slot = atomic_load(&spin[0].slot);
 		run_segment(&vm, per, warm);
