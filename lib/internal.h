@@ -250,6 +250,9 @@ void _ipm_cancel_pending(struct ipm_thread *t);
 void _ipm_wait_serve_begin(struct ipm_thread *me);
 void _ipm_wait_serve_end(struct ipm_thread *me);
 
+/* batch.c: the thread of @slot unregisters (registry.c hook). */
+void _ipm_batch_thread_gone(int slot);
+
 /* barrier.c */
 void _ipm_membarrier_probe(void);
 
