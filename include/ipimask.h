@@ -537,7 +537,10 @@ IPM_EXPORT void ipm_domain_enter(struct ipm_domain *d);
  * it is no longer a target of flushes of @d.  Invalidations pending for it
  * are discarded, not run (it holds nothing they could apply to); a flush
  * racing with the call may still run @inval for it once, harmlessly.  A
- * thread that unregisters or exits leaves every domain the same way.
+ * thread that unregisters or exits leaves every domain the same way: its
+ * pending invalidations are discarded, so it must not use its entries after
+ * ipm_thread_unregister() (a flush waiting for it returns once it started
+ * unregistering).
  * Ignored like ipm_domain_enter() (and when the caller is not a member).
  * MT-safe; not async-signal-safe; do not call it from @inval.
  */

@@ -623,6 +623,8 @@ static void wait_applied(struct ipm_domain *d, unsigned s, uint64_t ticket)
 
 		if (!is_member(d, s))
 			return;		/* left or gone: discarded (Scenario E) */
+		if (!IPM_LOAD(&_ipm_lib.slots[s]))
+			return;		/* unregistering: its entries die with it */
 		wait_pause(&spins);
 		if ((spins & 63) || (now = _ipm_now_ns()) < kick_at)
 			continue;

@@ -225,6 +225,8 @@ static void *cw_main(void *arg)
 		case K_POLL:
 			if (!atomic_load(&w->pause_poll))
 				ipm_poll();
+			if (atomic_load(&w->lookups))
+				sched_yield();
 			break;
 		case K_BLOCK:
 			if (!atomic_load(&w->lookups))
@@ -232,8 +234,9 @@ static void *cw_main(void *arg)
 					NULL, NULL, 0);
 			break;
 		case K_SIGNAL:
-			if (!atomic_load(&w->lookups))
-				sched_yield();
+			/* 2-CPU machines run many more threads than CPUs here:
+			 * yield, so targets get the CPU in time. */
+			sched_yield();
 			break;
 		}
 		atomic_fetch_add(&w->loops, 1);
