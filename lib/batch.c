@@ -339,12 +339,65 @@ static void deliver(int slot, void *info)
 /* Domains                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * fork(): the child has one thread.  Set locks and flags of threads that do
+ * not exist there are reset, their slots leave every domain, and the forking
+ * thread applies what was pending for it (the core dropped its deliveries,
+ * which belonged to the parent's senders).  Runs after the registry's child
+ * handler (pthread_atfork runs child handlers in registration order, and
+ * ipm_init() registers first).
+ */
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&domains_lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&domains_lock);
+}
+
+static void atfork_child(void)
+{
+	struct ipm_thread *me = _ipm_self();
+	struct ipm_domain *d;
+	unsigned s;
+
+	pthread_mutex_init(&domains_lock, NULL);
+	if (!_ipm_ready())
+		return;
+	for (d = all_domains; d; d = d->next) {
+		if (!domain_current(d))
+			continue;
+		for (s = 0; s < d->nslots; s++) {
+			struct dslot *ds = &d->slots[s];
+
+			ds->lock = 0;
+			ds->queued = 0;
+			ds->applying = 0;
+			ds->again = 0;
+			if (!_ipm_lib.slots[s])
+				d->members[s / IPM_BITS_PER_LONG] &= ~slot_bit(s);
+		}
+		if (me && (unsigned)me->slot < d->nslots)
+			consume(d, (unsigned)me->slot);
+	}
+}
+
+static void install_atfork(void)
+{
+	if (pthread_atfork(atfork_prepare, atfork_parent, atfork_child))
+		_ipm_die("pthread_atfork");
+}
+
 struct ipm_domain *ipm_domain_create(ipm_inval_t inval, void *ctx)
 {
+	static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 	struct ipm_domain *d;
 
 	if (!_ipm_ready() || !inval)
 		return NULL;
+	pthread_once(&atfork_once, install_atfork);
 	reap_zombies();
 	d = aligned_alloc(IPM_CACHELINE, sizeof(*d));
 	if (!d)
@@ -406,13 +459,15 @@ void ipm_domain_destroy(struct ipm_domain *d)
 static void enter_slow(struct ipm_domain *d, struct ipm_thread *t)
 {
 	unsigned s = (unsigned)t->slot;
+	uint64_t *keys = NULL;
 	struct dslot *ds;
 
 	if (s >= d->nslots || !domain_current(d))
 		return;
 	ds = &d->slots[s];
+	/* Only the slot's owner writes keys (under L: flushers read it). */
 	if (!ds->keys)
-		ds->keys = malloc(SET_KEYS * sizeof(uint64_t)); /* NULL: full flushes */
+		keys = _ipm_malloc(SET_KEYS * sizeof(uint64_t));	/* NULL: full flushes */
 
 	/* Leftovers of an earlier member of this slot (or of ourselves before
 	 * we left) are ours to discard; Scenario C keeps handlers off L. */
@@ -420,6 +475,8 @@ static void enter_slow(struct ipm_domain *d, struct ipm_thread *t)
 	IPM_STORE(&ds->again, 0);
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	set_lock(ds);
+	if (keys)
+		ds->keys = keys;
 	ds->n = 0;
 	ds->full = 0;
 	IPM_STORE(&ds->taken, ds->added);
@@ -428,7 +485,6 @@ static void enter_slow(struct ipm_domain *d, struct ipm_thread *t)
 	set_unlock(ds);
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	IPM_STORE(&ds->applying, 0);
-
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 
 	__atomic_fetch_or(&d->members[s / IPM_BITS_PER_LONG], slot_bit(s), __ATOMIC_SEQ_CST);

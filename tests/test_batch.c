@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -770,6 +771,72 @@ START_TEST(destroy_with_deliveries_in_flight)
 }
 END_TEST
 
+/* A member whose pending set could not be allocated gets full flushes. */
+START_TEST(no_pending_set_means_full_flushes)
+{
+	struct cw w;
+	struct ipm_batch *b = ipm_batch_create(dom, 8);
+
+	_ipm_fault_alloc_countdown = 1;	/* the worker's pending set */
+	cw_start(&w, K_SIGNAL);
+	cw_cmd(&w, C_WARM);
+	_ipm_fault_alloc_countdown = 0;
+	ipm_batch_add(b, 1);
+	ck_assert_int_eq(ipm_batch_flush(b, IPM_WAIT), 1);
+	ck_assert_uint_eq(atomic_load(&inval_calls[w.slot]), 1);
+	ck_assert_uint_eq(atomic_load(&full_calls[w.slot]), 1);
+	ck_assert_uint_eq(cached(w.slot, 2), 0);
+	ipm_batch_destroy(b);
+	cw_stop(&w);
+}
+END_TEST
+
+/* fork: the child's threads are the forking one only; slots of the
+ * parent's other threads are not members there. */
+START_TEST(fork_child_starts_clean)
+{
+	struct cw w;
+	struct ipm_batch *b = ipm_batch_create(dom, 8);
+	int me = ipm_thread_register(), status;
+	pid_t pid;
+
+	ck_assert_int_ge(me, 0);
+	cw_start(&w, K_SIGNAL);
+	cw_cmd(&w, C_WARM);
+	use_all(me);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct cw c;
+		int bad = 0;
+
+		cw_start(&c, K_SIGNAL);	/* takes the parent worker's slot */
+		bad |= c.slot != w.slot;
+		atomic_store(&inval_calls[c.slot], 0);
+		ipm_batch_add(b, 1);
+		bad |= ipm_batch_flush(b, IPM_WAIT) != 1;	/* the caller only */
+		bad |= atomic_load(&inval_calls[c.slot]) != 0;
+		bad |= cached(me, 1) != 0;
+		cw_cmd(&c, C_WARM);
+		ipm_batch_add(b, 2);
+		bad |= ipm_batch_flush(b, IPM_WAIT) != 2;
+		bad |= atomic_load(&inval_calls[c.slot]) != 1;
+		cw_stop(&c);
+		_exit(bad ? 3 : 0);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+	/* The parent goes on as before. */
+	ipm_batch_add(b, 3);
+	ck_assert_int_eq(ipm_batch_flush(b, IPM_WAIT), 2);
+	ck_assert_uint_eq(cached(w.slot, 3), 0);
+	ipm_batch_destroy(b);
+	cw_stop(&w);
+	ck_assert_int_eq(ipm_thread_unregister(), 0);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 /* Stress: concurrent flushers, workers of every kind looking up, leaving   */
 /* ------------------------------------------------------------------------ */
@@ -923,6 +990,8 @@ static Suite *batch_suite(void)
 	tcase_add_test(tc, leave_and_exit);
 	tcase_add_test(tc, api_errors);
 	tcase_add_test(tc, destroy_with_deliveries_in_flight);
+	tcase_add_test(tc, no_pending_set_means_full_flushes);
+	tcase_add_test(tc, fork_child_starts_clean);
 	tcase_add_test(tc, concurrent_flushers_no_stale_use);
 	tcase_add_test(tc, membership_churn);
 	suite_add_tcase(s, tc);
