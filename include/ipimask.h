@@ -450,6 +450,12 @@ IPM_EXPORT int ipm_thread_stats_get(int slot, struct ipm_thread_stats *out);
  * delivery per thread and domain is outstanding for deferred flushes, so a
  * stream of flushes to a thread that has not run the first costs nothing
  * more than merging keys.
+ *
+ * Statistics (struct ipm_stats): batches counts flushes of non-empty
+ * batches; batch_keys the ipm_batch_add() calls they carried (duplicates
+ * and keys past the capacity included); full_flushes the flushes that were
+ * past their capacity plus the per-thread pending sets that collapsed.  The
+ * interrupts a flush caused show in each thread's ipm_thread_stats.
  */
 
 /** Largest capacity of a batch, and the size of a thread's pending set. */
@@ -524,7 +530,10 @@ IPM_EXPORT void ipm_domain_destroy(struct ipm_domain *d);
  * cache entries of @d, since no flush reaches it.  A thread stops being a
  * member at ipm_domain_leave() and when it unregisters or exits.
  * If its pending set cannot be allocated the thread still becomes a member
- * and receives full flushes (nkeys == 0) instead of keys.
+ * and receives full flushes (nkeys == 0) instead of keys.  Call it while
+ * online (not between ipm_thread_offline() and ipm_thread_online(): an
+ * offline thread does not touch its cache).  In a fork() child, only the
+ * forking thread stays a member (of the domains it was a member of).
  * MT-safe; not async-signal-safe; do not call it from @inval.
  */
 IPM_EXPORT void ipm_domain_enter(struct ipm_domain *d);
@@ -542,6 +551,7 @@ IPM_EXPORT void ipm_domain_enter(struct ipm_domain *d);
  * ipm_thread_unregister() (a flush waiting for it returns once it started
  * unregistering).
  * Ignored like ipm_domain_enter() (and when the caller is not a member).
+ * Call it while online.
  * MT-safe; not async-signal-safe; do not call it from @inval.
  */
 IPM_EXPORT void ipm_domain_leave(struct ipm_domain *d);
@@ -615,7 +625,8 @@ IPM_EXPORT int ipm_batch_add_sync(struct ipm_batch *b, uint64_t key);
  * have not cached the flushed entries yet, see ipm_domain_enter()); threads
  * that leave or exit during it stop being targets and lose nothing.
  * Several threads may flush the same domain concurrently (with their own
- * batches).  An empty batch returns 0 and disturbs nobody.
+ * batches).  An empty batch returns 0 and disturbs nobody.  A caller that
+ * is a member must be online (its own @inval runs on it, directly).
  *
  * Return: the number of threads reached, the caller included when it is a
  * member (>= 0); -EINVAL for a NULL @b, unknown @flags, or a batch whose
