@@ -45,6 +45,7 @@ static atomic_ulong violations;
 static atomic_int bad_ctx;
 static struct ipm_domain *dom;
 static int ctx_token;
+static double inval_delay_s;	/* a slow inval: nested deliveries happen */
 
 struct cw {
 	pthread_t th;
@@ -84,6 +85,12 @@ static void inval(int slot, const uint64_t *keys, unsigned n, void *ctx)
 		for (i = 0; i < n; i++)
 			if (keys[i] < NK)
 				__atomic_store_n(&c->valid[keys[i]], 0, __ATOMIC_RELAXED);
+	}
+	if (inval_delay_s > 0) {
+		double end = now_s() + inval_delay_s;	/* clock_gettime: signal-safe */
+
+		while (now_s() < end)
+			;
 	}
 	if (ipm_self() != slot)
 		atomic_fetch_add(&remote_calls[slot], 1);
@@ -887,7 +894,30 @@ static void *flusher_main(void *arg)
 	return NULL;
 }
 
+static void stress(unsigned rounds);
+
 START_TEST(concurrent_flushers_no_stale_use)
+{
+	stress(600);
+}
+END_TEST
+
+/* Polling workers escalated after 20 us while a slow inval runs in
+ * ipm_poll(): the signal handler's delivery nests in the poll's. */
+START_TEST(nested_deliveries_slow_inval)
+{
+	struct ipm_config cfg = { .poll_deadline_us = 20 };
+
+	ipm_domain_destroy(dom);
+	ipm_fini();
+	ck_assert_int_eq(ipm_init(&cfg), 0);
+	dom = ipm_domain_create(inval, &ctx_token);
+	inval_delay_s = 50e-6;
+	stress(300);
+}
+END_TEST
+
+static void stress(unsigned rounds)
 {
 	struct cw w[6];
 	struct flusher f[3];
@@ -903,7 +933,7 @@ START_TEST(concurrent_flushers_no_stale_use)
 	for (i = 0; i < 3; i++) {
 		memset(&f[i], 0, sizeof(f[i]));
 		f[i].id = (unsigned)i;
-		f[i].rounds = 600;
+		f[i].rounds = rounds;
 		f[i].member = i == 0;
 		ck_assert_int_eq(pthread_create(&f[i].th, NULL, flusher_main, &f[i]), 0);
 	}
@@ -920,7 +950,7 @@ START_TEST(concurrent_flushers_no_stale_use)
 		cw_stop(&w[i]);
 	ck_assert_uint_eq(atomic_load(&violations), 0);
 }
-END_TEST
+
 
 /* Workers come and go (register, enter, exit) while flushes run. */
 static atomic_int churn_stop;
@@ -993,6 +1023,7 @@ static Suite *batch_suite(void)
 	tcase_add_test(tc, no_pending_set_means_full_flushes);
 	tcase_add_test(tc, fork_child_starts_clean);
 	tcase_add_test(tc, concurrent_flushers_no_stale_use);
+	tcase_add_test(tc, nested_deliveries_slow_inval);
 	tcase_add_test(tc, membership_churn);
 	suite_add_tcase(s, tc);
 	tcase_add_test(raw, before_init);
