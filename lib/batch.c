@@ -456,6 +456,7 @@ void ipm_domain_destroy(struct ipm_domain *d)
 	reap_zombies();
 }
 
+__attribute__((noinline, cold))
 static void enter_slow(struct ipm_domain *d, struct ipm_thread *t)
 {
 	unsigned s = (unsigned)t->slot;
@@ -497,12 +498,10 @@ static void enter_slow(struct ipm_domain *d, struct ipm_thread *t)
 
 void ipm_domain_enter(struct ipm_domain *d)
 {
-	struct ipm_thread *t;
+	/* Not registered under the current ipm_init() (or none): NULL. */
+	struct ipm_thread *t = _ipm_self();
 
-	if (unlikely(!d || !_ipm_ready()))
-		return;
-	t = _ipm_self();
-	if (unlikely(!t))
+	if (unlikely(!t || !d))
 		return;
 	/* The fast path: a member only loads its bit. */
 	if (likely((unsigned)t->slot < d->nslots && is_member(d, (unsigned)t->slot)))
