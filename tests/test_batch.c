@@ -829,6 +829,10 @@ START_TEST(fork_child_starts_clean)
 		bad |= ipm_batch_flush(b, IPM_WAIT) != 2;
 		bad |= atomic_load(&inval_calls[c.slot]) != 1;
 		cw_stop(&c);
+		ipm_batch_destroy(b);
+		ipm_domain_destroy(dom);
+		ipm_thread_unregister();
+		ipm_fini();
 		_exit(bad ? 3 : 0);
 	}
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
