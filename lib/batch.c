@@ -674,14 +674,12 @@ static void wait_applied(struct ipm_domain *d, unsigned s, uint64_t ticket)
 	unsigned spins = 0;
 
 	while (IPM_LOAD_ACQ(&ds->applied) < ticket) {	/* barrier D2 */
-		uint64_t now;
-
 		if (!is_member(d, s))
 			return;		/* left or gone: discarded (Scenario E) */
 		if (!IPM_LOAD(&_ipm_lib.slots[s]))
 			return;		/* unregistering: its entries die with it */
 		wait_pause(&spins);
-		if ((spins & 63) || (now = _ipm_now_ns()) < kick_at)
+		if ((spins & 63) || _ipm_now_ns() < kick_at)
 			continue;
 		/* A slot re-used by a thread that entered, or a consumer that
 		 * takes long: send it one more delivery. */
@@ -720,12 +718,13 @@ int ipm_batch_flush(struct ipm_batch *b, unsigned flags)
 
 		while (bits) {
 			unsigned s = w * IPM_BITS_PER_LONG + (unsigned)__builtin_ctzl(bits);
-			struct dslot *ds = &d->slots[s];
+			struct dslot *ds;
 			bool send;
 
 			bits &= bits - 1;
 			if (s >= d->nslots)
 				break;
+			ds = &d->slots[s];
 			if (me && (unsigned)me->slot == s) {
 				self = (int)s;
 				continue;
