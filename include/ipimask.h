@@ -479,9 +479,11 @@ struct ipm_batch;
  * be async-signal-safe, short and non-blocking, and must work on the cache
  * of @slot, not on "the calling thread's" cache.  It must not call any
  * ipm_domain_* or ipm_batch_* function.  It is never run twice at once for
- * the same slot and domain, nor nested in itself on one thread for the same
- * domain.  Dropping more than asked is always allowed; a thread may see a
- * key it never cached, or a key again after it left and re-entered.
+ * the same slot and domain, not even nested on one thread; it may interrupt
+ * a call for another slot on the same thread (a flusher that runs it for an
+ * offline thread, signalled for its own slot).  Dropping more than asked is
+ * always allowed; a thread may see a key it never cached, or a key again
+ * after it left and re-entered.
  */
 typedef void (*ipm_inval_t)(int slot, const uint64_t *keys, unsigned nkeys, void *ctx);
 
