@@ -89,8 +89,13 @@ static inline struct ipm_work *to_work(struct cds_lfs_node *n)
 	return container_of(n, struct ipm_work, node);
 }
 
-/* Runs a FIFO chain; each node's successor is read before it completes. */
-static unsigned run_chain(struct cds_lfs_node *n)
+/*
+ * Runs a FIFO chain; each node's successor is read before it completes.
+ * @tctr (the owner's per-thread counter) and @pctr (a process counter, or
+ * IPM_NCOUNTERS for none) count each run before its completion is visible,
+ * so a waiter that sees the completion sees the counts too.
+ */
+static unsigned run_chain(struct cds_lfs_node *n, uint64_t *tctr, enum ipm_counter pctr)
 {
 	struct cds_lfs_node *next;
 	unsigned k = 0;
@@ -100,6 +105,10 @@ static unsigned run_chain(struct cds_lfs_node *n)
 
 		next = n->next;
 		w->req->func(w->slot, w->req->info);
+		if (tctr)
+			IPM_STORE(tctr, IPM_LOAD(tctr) + 1);
+		if (pctr != IPM_NCOUNTERS)
+			_ipm_count(pctr, 1);
 		_ipm_work_complete(w);
 	}
 	return k;
@@ -117,7 +126,7 @@ static struct cds_lfs_node *pop_fifo(struct ipm_thread *t)
 
 unsigned _ipm_run_pending(struct ipm_thread *t)
 {
-	return run_chain(pop_fifo(t));
+	return run_chain(pop_fifo(t), NULL, IPM_NCOUNTERS);
 }
 
 /* Async-signal-safe.  Saves and restores errno. */
@@ -341,9 +350,7 @@ unsigned ipm_poll(void)
 		return 0;
 	if (!_ipm_self() || (IPM_LOAD(&t->state) & IPM_ST_OFFLINE))
 		return 0;
-	n = _ipm_run_pending(t);
-	IPM_STORE(&t->stats.polled, IPM_LOAD(&t->stats.polled) + n);
-	_ipm_count(IPM_C_POLLED, n);
+	n = run_chain(pop_fifo(t), &t->stats.polled, IPM_C_POLLED);
 	if ((IPM_LOAD(&t->stats.polled) & 1023) < n)
 		_ipm_sample_cpu(t);
 	return n;
@@ -387,7 +394,7 @@ void ipm_thread_online(void)
 {
 	struct ipm_thread *t = _ipm_self();
 	struct cds_lfs_node *kept;
-	unsigned spins = 0, n;
+	unsigned spins = 0;
 	uint32_t s;
 
 	if (!t)
@@ -410,11 +417,10 @@ void ipm_thread_online(void)
 	/* Kept work is older than anything still pending: run it first.  The
 	 * handler leaves the list alone while kept_head is set. */
 	kept = t->kept_head;
-	n = run_chain(kept);
+	run_chain(kept, &t->stats.deferred, IPM_NCOUNTERS);
 	t->kept_head = t->kept_tail = NULL;
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	n += _ipm_run_pending(t);
-	IPM_STORE(&t->stats.deferred, IPM_LOAD(&t->stats.deferred) + n);
+	run_chain(pop_fifo(t), &t->stats.deferred, IPM_NCOUNTERS);
 }
 
 /*

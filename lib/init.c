@@ -67,6 +67,32 @@ static void read_cpu_list(const char *path, cpu_set_t *set)
 	}
 }
 
+/*
+ * The CPU -> node table, once: libnuma's numa_node_of_cpu() is not safe to
+ * call from several threads at once (its lazily built masks race).
+ */
+static int read_cpu_nodes(void)
+{
+	int n = numa_num_possible_cpus(), cpu;
+
+	free(_ipm_lib.cpu_node);
+	_ipm_lib.cpu_node = NULL;
+	_ipm_lib.ncpu_node = 0;
+	if (numa_available() < 0 || n <= 0)
+		return 0;
+	_ipm_lib.cpu_node = malloc((size_t)n * sizeof(int));
+	if (!_ipm_lib.cpu_node)
+		return -ENOMEM;
+	for (cpu = 0; cpu < n; cpu++) {
+		int node = numa_node_of_cpu(cpu);
+
+		_ipm_lib.cpu_node[cpu] = node < 0 ? 0 : node;
+	}
+	_ipm_lib.ncpu_node = n;
+	_ipm_lib.features |= IPM_FEAT_NUMA;
+	return 0;
+}
+
 int ipm_init(const struct ipm_config *cfg)
 {
 	struct ipm_config c = { 0 };
@@ -102,8 +128,11 @@ int ipm_init(const struct ipm_config *cfg)
 	read_cpu_list("/sys/devices/system/cpu/nohz_full", &_ipm_lib.isolated_cpus);
 
 	_ipm_lib.features = 0;
-	if (numa_available() >= 0)
-		_ipm_lib.features |= IPM_FEAT_NUMA;
+	ret = read_cpu_nodes();
+	if (ret) {
+		_ipm_registry_fini();
+		goto out;
+	}
 	if (!(c.flags & IPM_CFG_NO_MEMBARRIER))
 		_ipm_membarrier_probe();
 
@@ -145,6 +174,9 @@ void ipm_fini(void)
 	sigaction(_ipm_lib.signo, &_ipm_lib.old_action, NULL);
 	_ipm_reap_zombies();
 	_ipm_lib.features = 0;
+	free(_ipm_lib.cpu_node);
+	_ipm_lib.cpu_node = NULL;
+	_ipm_lib.ncpu_node = 0;
 out:
 	pthread_mutex_unlock(&init_lock);
 }

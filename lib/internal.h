@@ -194,6 +194,8 @@ struct ipm_lib {
 	unsigned features;
 	struct sigaction old_action;
 	cpu_set_t isolated_cpus;	/* /sys/devices/system/cpu/isolated + nohz_full */
+	int *cpu_node;			/* CPU -> NUMA node, read once at init */
+	int ncpu_node;
 	/* registry.c */
 	struct ipm_thread **slots;	/* RCU-protected */
 	unsigned long *used;		/* slots not free for reuse */

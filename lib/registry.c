@@ -20,7 +20,6 @@
  * record: a late sender never reaches the slot's next owner with work meant
  * for the previous one.
  */
-#include <numa.h>
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
@@ -80,8 +79,8 @@ void _ipm_sample_cpu(struct ipm_thread *t)
 	int cpu = sched_getcpu();
 
 	IPM_STORE(&t->cpu, cpu);
-	if (cpu >= 0 && (_ipm_lib.features & IPM_FEAT_NUMA))
-		IPM_STORE(&t->node, numa_node_of_cpu(cpu));
+	if (cpu >= 0 && cpu < _ipm_lib.ncpu_node)
+		IPM_STORE(&t->node, _ipm_lib.cpu_node[cpu]);
 	else
 		IPM_STORE(&t->node, cpu >= 0 ? 0 : -1);
 }

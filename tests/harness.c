@@ -58,8 +58,12 @@ static void *worker_main(void *arg)
 	while (!atomic_load(&w->stop)) {
 		switch (w->kind) {
 		case W_POLL:
-			if (!atomic_load(&w->pause_poll))
+			if (atomic_load(&w->pause_poll)) {
+				atomic_store(&w->paused, 1);
+			} else {
+				atomic_store(&w->paused, 0);
 				ipm_poll();
+			}
 			break;
 		case W_BLOCK: {
 			unsigned g = atomic_load(&w->block_gate);
@@ -87,7 +91,7 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-void workers_start(struct workers *ws, int n, enum worker_kind kind, bool pin)
+static void start(struct workers *ws, int n, enum worker_kind kind, bool pin, int cpu)
 {
 	int i, ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -98,11 +102,21 @@ void workers_start(struct workers *ws, int n, enum worker_kind kind, bool pin)
 		struct worker *w = &ws->w[i];
 
 		w->kind = kind;
-		w->cpu = pin ? i % ncpu : -1;
+		w->cpu = cpu >= 0 ? cpu : pin ? i % ncpu : -1;
 		ck_assert_int_eq(pthread_create(&w->th, NULL, worker_main, w), 0);
 	}
 	for (i = 0; i < n; i++)
 		ck_assert_msg(wait_int(&ws->w[i].ready, 1, 10.0), "worker %d never ready", i);
+}
+
+void workers_start(struct workers *ws, int n, enum worker_kind kind, bool pin)
+{
+	start(ws, n, kind, pin, -1);
+}
+
+void workers_start_on(struct workers *ws, int n, enum worker_kind kind, int cpu)
+{
+	start(ws, n, kind, true, cpu);
 }
 
 void workers_stop(struct workers *ws)
@@ -133,6 +147,17 @@ void worker_wake(struct worker *w)
 {
 	atomic_store(&w->block_gate, 1);
 	futex_wake_u(&w->block_gate);
+}
+
+void worker_pause(struct worker *w)
+{
+	atomic_store(&w->pause_poll, 1);
+	ck_assert_msg(wait_int(&w->paused, 1, 10.0), "poller did not pause");
+}
+
+void worker_resume(struct worker *w)
+{
+	atomic_store(&w->pause_poll, 0);
 }
 
 bool wait_ge(atomic_ulong *p, unsigned long want, double seconds)

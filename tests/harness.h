@@ -35,6 +35,7 @@ struct worker {
 	atomic_int ready;
 	atomic_int stop;
 	atomic_int pause_poll;		/* W_POLL: stop polling while set */
+	atomic_int paused;		/* W_POLL: acknowledges pause_poll */
 	atomic_uint block_gate;		/* W_BLOCK: futex word, 1 = go online */
 	atomic_ulong loops;
 };
@@ -46,10 +47,15 @@ struct workers {
 
 /* Start @n workers of @kind (pinned round-robin over CPUs when @pin). */
 void workers_start(struct workers *ws, int n, enum worker_kind kind, bool pin);
+/* Start @n workers of @kind all pinned to @cpu. */
+void workers_start_on(struct workers *ws, int n, enum worker_kind kind, int cpu);
 void workers_stop(struct workers *ws);
 struct worker *worker_by_slot(struct workers *ws, int slot);
 /* W_BLOCK: let the worker go online, run deferred work, and block again. */
 void worker_wake(struct worker *w);
+/* W_POLL: stop polling (returns once the worker has stopped) or resume. */
+void worker_pause(struct worker *w);
+void worker_resume(struct worker *w);
 
 /* Wait (bounded, yielding) until *p >= want; false on timeout. */
 bool wait_ge(atomic_ulong *p, unsigned long want, double seconds);

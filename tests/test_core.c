@@ -327,7 +327,7 @@ START_TEST(exit_runs_pending_requests)
 	workers_start(&ws, 1, W_POLL, false);
 	s = ws.w[0].slot;
 	reset_runs(&ws);
-	atomic_store(&ws.w[0].pause_poll, 1);
+	worker_pause(&ws.w[0]);
 	for (i = 0; i < 10; i++) {
 		ipm_mask_t *m = ipm_mask_alloc();
 
