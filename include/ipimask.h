@@ -79,7 +79,13 @@ typedef bool (*ipm_cond_t)(int slot, void *info);
 
 /** Configuration flag: never use membarrier(2) (testing, seccomp sandboxes). */
 #define IPM_CFG_NO_MEMBARRIER	(1u << 0)
-/** Configuration flag: never signal a thread pinned to isolated CPUs. */
+/**
+ * Configuration flag: never signal a thread whose affinity (sampled at
+ * registration and at ipm_thread_set_mode()) lies entirely within the CPUs
+ * listed in /sys/devices/system/cpu/isolated or nohz_full.  Its work waits
+ * for its next ipm_poll() or ipm_thread_online(); a missed poll deadline is
+ * counted in `escalations` but not signalled.
+ */
 #define IPM_CFG_NO_SIGNAL_ISOLATED (1u << 1)
 
 /** Feature bits returned by ipm_features(). */
@@ -100,8 +106,12 @@ struct ipm_config {
  * @cfg: configuration, or NULL for every default.
  *
  * Installs the signal handler (SA_SIGINFO | SA_RESTART; it saves and
- * restores errno) and probes membarrier(2).  Call it once, before the
- * threads that will register are created, from ordinary context.
+ * restores errno), probes and registers membarrier(2) (registering is cheap
+ * while the process has one thread, and costs an interruption of every CPU
+ * running it later), reads the CPU -> NUMA node table and the isolated
+ * CPUs.  Call it once, before the threads that will register are created,
+ * from ordinary context.  The library creates one thread of its own, lazily:
+ * the escalation watchdog (see ipm_thread_set_mode()); ipm_fini() joins it.
  *
  * Return: 0; -EALREADY when already initialised; -EBUSY when @cfg->signo
  * already has a disposition that is not the default (someone else's handler,
@@ -184,9 +194,12 @@ IPM_EXPORT int ipm_self(void);
  * @mode: IPM_MODE_SIGNAL or IPM_MODE_POLL.
  *
  * In IPM_MODE_POLL senders never signal the thread while it keeps calling
- * ipm_poll(); a request that waits longer than poll_deadline_us is
- * delivered by signal instead (an "escalation") when its caller waits for
- * it.  Switching to IPM_MODE_SIGNAL runs what is pending first.
+ * ipm_poll(); work that waits longer than poll_deadline_us is delivered by
+ * one signal instead (an "escalation"): by the caller when it waits, else
+ * by the library's watchdog thread (started by the first request nobody
+ * waits for; it sleeps while no poller has work queued).  Switching to
+ * IPM_MODE_SIGNAL runs what is pending first.  Also re-samples the
+ * thread's CPU affinity (call it again after changing the affinity).
  *
  * Return: 0; -EINVAL for an unknown mode; -ENOENT when not registered;
  * -EPERM.  Not async-signal-safe.

@@ -306,8 +306,16 @@ void _ipm_deliver(struct ipm_thread *t, struct ipm_work *w)
 		}
 		return;
 	}
-	if ((s & IPM_ST_POLL) && !(s & IPM_ST_KICKME))
+	if ((s & IPM_ST_POLL) && !(s & IPM_ST_KICKME)) {
+		/* Picked up at the next poll.  A waiting caller escalates a
+		 * late one itself; for the others the watchdog does. */
+		if (!had) {
+			IPM_STORE(&t->pending_since, w->req->sent_ns);
+			if (!(flags & IPM_WAIT))
+				_ipm_watchdog_note();
+		}
 		return;
+	}
 	if (had) {
 		_ipm_count(IPM_C_SIGNALS_COALESCED, 1);
 		return;

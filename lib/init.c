@@ -163,6 +163,7 @@ void ipm_fini(void)
 	if (!_ipm_lib.initialized)
 		goto out;
 	ipm_thread_unregister();
+	_ipm_watchdog_stop();
 	__atomic_store_n(&_ipm_lib.initialized, false, __ATOMIC_RELEASE);
 	__atomic_add_fetch(&_ipm_lib.gen, 1, __ATOMIC_RELAXED);
 	_ipm_registry_fini();

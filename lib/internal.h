@@ -80,6 +80,10 @@ void _ipm_die_at(const char *file, const char *func, int line, const char *cause
 struct ipm_thread {
 	/* Line 0: written by senders (push), emptied by the owner (pop_all). */
 	struct __cds_lfs_stack pending __ipm_aligned;
+	/* POLL mode: when the list last went from empty to non-empty (ns),
+	 * and the last such batch that was escalated (one signal a batch). */
+	uint64_t pending_since;
+	uint64_t escalated_since;
 
 	/* Line 1: written by the owner (and claimers), read by senders. */
 	uint32_t state __ipm_aligned;	/* IPM_ST_*; futex word */
@@ -177,6 +181,8 @@ static inline void _ipm_count(enum ipm_counter i, uint64_t n)
 }
 void _ipm_stats_reset(void);
 void _ipm_caller_exit(void);
+void _ipm_stats_fork_prepare(void);
+void _ipm_stats_fork_parent(void);
 void _ipm_stats_fork_child(void);
 
 /* ------------------------------------------------------------------------ */
@@ -251,6 +257,12 @@ bool _ipm_may_signal(const struct ipm_thread *t);
 void _ipm_cancel_pending(struct ipm_thread *t);
 void _ipm_wait_serve_begin(struct ipm_thread *me);
 void _ipm_wait_serve_end(struct ipm_thread *me);
+
+/* watchdog.c */
+void _ipm_watchdog_note(void);
+void _ipm_watchdog_stop(void);
+void _ipm_watchdog_fork_child(void);
+bool _ipm_escalate(struct ipm_thread *t, uint64_t since);
 
 /* batch.c: the thread of @slot unregisters (registry.c hook). */
 void _ipm_batch_thread_gone(int slot);

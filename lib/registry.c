@@ -278,15 +278,18 @@ int ipm_self(void)
 /* fork: the child has one thread, the one that called fork().               */
 /* ------------------------------------------------------------------------ */
 
+/* Lock order: registry, callers' counters, then urcu-bp's registry. */
 static void atfork_prepare(void)
 {
 	pthread_mutex_lock(&_ipm_lib.reg_lock);
+	_ipm_stats_fork_prepare();
 	urcu_bp_before_fork();
 }
 
 static void atfork_parent(void)
 {
 	urcu_bp_after_fork_parent();
+	_ipm_stats_fork_parent();
 	pthread_mutex_unlock(&_ipm_lib.reg_lock);
 }
 
@@ -296,8 +299,10 @@ static void atfork_child(void)
 	unsigned s;
 
 	urcu_bp_after_fork_child();
-	pthread_mutex_init(&_ipm_lib.reg_lock, NULL);
 	_ipm_stats_fork_child();
+	_ipm_watchdog_fork_child();
+	/* Taken by our own prepare handler: the child's only thread owns it. */
+	pthread_mutex_unlock(&_ipm_lib.reg_lock);
 	if (!_ipm_lib.initialized)
 		return;
 	for (s = 0; s < _ipm_lib.max_threads; s++) {

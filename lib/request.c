@@ -172,15 +172,13 @@ static bool escalate_late(struct ipm_req *r, uint64_t now)
 			continue;
 		if (!(s & IPM_ST_POLL) && w->escalated != IPM_WORK_KICK_FAILED)
 			continue;
-		if (!_ipm_may_signal(t)) {
-			/* Isolated: count and report, never signal. */
-			_ipm_count(IPM_C_ESCALATIONS, 1);
+		if (s & IPM_ST_POLL) {
+			/* One escalation per batch, shared with the watchdog. */
+			_ipm_escalate(t, IPM_LOAD(&t->pending_since));
 			w->escalated = IPM_WORK_ESCALATED;
 			continue;
 		}
 		if (_ipm_send_signal(t) == 0) {
-			if (s & IPM_ST_POLL)
-				_ipm_count(IPM_C_ESCALATIONS, 1);
 			w->escalated = IPM_WORK_ESCALATED;
 		} else {
 			w->escalated = IPM_WORK_KICK_FAILED;

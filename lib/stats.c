@@ -72,12 +72,23 @@ void _ipm_stats_reset(void)
 	pthread_mutex_unlock(&callers_lock);
 }
 
+/* fork: no other thread may hold the list's lock when the child is made. */
+void _ipm_stats_fork_prepare(void)
+{
+	pthread_mutex_lock(&callers_lock);
+}
+
+void _ipm_stats_fork_parent(void)
+{
+	pthread_mutex_unlock(&callers_lock);
+}
+
 /* In a fork child only the calling thread exists: fold the others. */
 void _ipm_stats_fork_child(void)
 {
 	struct ipm_caller *c, *next;
 
-	pthread_mutex_init(&callers_lock, NULL);
+	pthread_mutex_unlock(&callers_lock);
 	for (c = callers; c; c = next) {
 		next = c->next;
 		if (c != &tls_caller)

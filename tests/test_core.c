@@ -320,10 +320,14 @@ END_TEST
 
 START_TEST(exit_runs_pending_requests)
 {
+	/* A long poll deadline: the watchdog must not deliver them first. */
+	struct ipm_config cfg = { .poll_deadline_us = 10 * 1000 * 1000 };
 	struct workers ws;
 	struct ipm_req *req[10];
 	int i, s;
 
+	ipm_fini();
+	ck_assert_int_eq(ipm_init(&cfg), 0);
 	workers_start(&ws, 1, W_POLL, false);
 	s = ws.w[0].slot;
 	reset_runs(&ws);

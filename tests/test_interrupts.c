@@ -107,44 +107,52 @@ static bool never(int slot, void *info)
 }
 
 /*
- * Rounds of 100 ms alternate: nothing sent, then cond-false calls as fast
- * as possible.  Other processes add noise to both kinds of round alike;
- * the quietest round of each kind is compared.
+ * Pairs of 100 ms rounds: nothing sent, then cond-false calls as fast as
+ * possible.  An interruption per call would be thousands per round; noise
+ * from other processes is tens.  Up to ten pairs: one quiet pair shows it.
  */
 START_TEST(cond_false_cpu_sees_no_extra_interrupts)
 {
 	struct workers ws;
-	long long idle_min = -1, busy_min = -1, a, b;
+	long long idle, busy, a;
 	double t;
-	int round, calls = 0;
+	int pair, calls = 0, quiet_pairs = 0;
 
 	need_cpus();
 	pin_self(0);
 	workers_start_on(&ws, 1, W_SPIN_HARD, 1);
-	for (round = 0; round < 6; round++) {
+	for (pair = 0; pair < 10; pair++) {
 		a = irq_count(1);
 		t = now_s();
 		while (now_s() - t < 0.1)
 			;
-		b = irq_count(1);
-		if (idle_min < 0 || b - a < idle_min)
-			idle_min = b - a;
+		idle = irq_count(1) - a;
 		a = irq_count(1);
 		t = now_s();
+		calls = 0;
 		while (now_s() - t < 0.1) {
 			ck_assert_int_eq(ipm_on_each_thread_cond(never, nop, NULL, IPM_WAIT), 0);
 			calls++;
 		}
-		b = irq_count(1);
-		if (busy_min < 0 || b - a < busy_min)
-			busy_min = b - a;
+		busy = irq_count(1) - a;
+		fprintf(stderr, "CPU1, 100 ms: %lld interrupts idle, %lld during %d cond-false calls\n",
+			idle, busy, calls);
+		ck_assert_int_gt(calls, 600);
+		if (idle <= 20)
+			quiet_pairs++;
+		if (busy <= idle * 2 + 20)
+			break;
 	}
-	fprintf(stderr, "CPU1, quietest 100 ms: %lld interrupts idle, %lld during cond-false calls (%d calls)\n",
-		idle_min, busy_min, calls);
-	ck_assert_int_gt(calls, 600);
-	/* An interruption per call would be thousands per round; noise
-	 * from other processes is tens. */
-	ck_assert_int_le(busy_min, idle_min * 2 + 50);
+	if (pair == 10 && quiet_pairs == 0) {
+		FILE *f = fopen(noisy_marker, "we");
+
+		fprintf(stderr, "machine too noisy to compare\n");
+		if (f)
+			fclose(f);
+		workers_stop(&ws);
+		return;
+	}
+	ck_assert_int_lt(pair, 10);
 	workers_stop(&ws);
 }
 END_TEST

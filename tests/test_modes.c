@@ -119,6 +119,37 @@ START_TEST(stuck_poller_gets_its_call_by_escalation)
 }
 END_TEST
 
+/* Nobody waits: the watchdog escalates, once for the whole batch. */
+START_TEST(stuck_poller_gets_fire_and_forget_work_by_watchdog)
+{
+	struct workers ws;
+	struct ipm_stats st0, st1;
+	double end;
+	int s, i;
+
+	workers_start(&ws, 1, W_POLL, false);
+	reset(&ws);
+	s = ws.w[0].slot;
+	worker_pause(&ws.w[0]);
+	st0 = pstats();
+	for (i = 0; i < 5; i++)
+		ck_assert_int_eq(ipm_on_thread(s, on_own_thread, NULL, 0), 1);
+	end = now_s() + 10;
+	while (atomic_load(&runs[s]) < 5 && now_s() < end)
+		sched_yield();
+	st1 = pstats();
+	ck_assert_uint_eq(atomic_load(&runs[s]), 5);
+	/* One signal per batch: the five sends normally make one batch; a
+	 * slow machine (valgrind) may see the watchdog act in between. */
+	ck_assert_uint_ge(st1.escalations - st0.escalations, 1);
+	ck_assert_uint_le(st1.escalations - st0.escalations, 5);
+	ck_assert_uint_eq(tstats(s).interrupts, st1.escalations - st0.escalations);
+	ck_assert_int_eq(atomic_load(&wrong_thread), 0);
+	worker_resume(&ws.w[0]);
+	workers_stop(&ws);
+}
+END_TEST
+
 START_TEST(offline_remote_runs_on_caller_without_interrupts)
 {
 	struct workers ws;
@@ -288,9 +319,13 @@ static void *send_to_slot(void *arg)
 
 START_TEST(switching_to_signal_runs_what_polling_left)
 {
+	/* Long deadline: the watchdog must not escalate us meanwhile. */
+	struct ipm_config cfg = { .poll_deadline_us = 10 * 1000 * 1000 };
 	pthread_t th;
 	int s, i;
 
+	ipm_fini();
+	ck_assert_int_eq(ipm_init(&cfg), 0);
 	s = ipm_thread_register();
 	ck_assert_int_ge(s, 0);
 	ck_assert_int_eq(ipm_thread_set_mode(IPM_MODE_POLL), 0);
@@ -363,6 +398,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, pollers_get_calls_without_signals);
 	tcase_add_test(tc, stuck_poller_gets_its_call_by_escalation);
+	tcase_add_test(tc, stuck_poller_gets_fire_and_forget_work_by_watchdog);
 	tcase_add_test(tc, offline_remote_runs_on_caller_without_interrupts);
 	tcase_add_test(tc, offline_deferred_runs_at_online_on_the_thread);
 	tcase_add_test(tc, remote_after_deferred_keeps_order_and_runs_both);

@@ -4,7 +4,7 @@
 # aarch64 cross compiler and arm64 multiarch -dev packages.
 set -euo pipefail
 
-pkgs=(meson ninja-build pkg-config gcc g++ liburcu-dev libnuma-dev check valgrind binutils)
+pkgs=(meson ninja-build pkg-config gcc g++ liburcu-dev libnuma-dev check valgrind binutils file)
 if [[ ${1:-} == --cross ]]; then
 	pkgs+=(gcc-aarch64-linux-gnu liburcu-dev:arm64 libnuma-dev:arm64 check:arm64)
 fi
