@@ -631,7 +631,8 @@ IPM_EXPORT int ipm_batch_add_sync(struct ipm_batch *b, uint64_t key);
  * serves requests addressed to itself while it waits.
  *
  * Without IPM_WAIT (deferred): polling threads apply at their next
- * ipm_poll(), offline threads at ipm_thread_online() (or now, by the caller,
+ * ipm_poll() (one that misses poll_deadline_us is signalled by the
+ * library's watchdog), offline threads at ipm_thread_online() (or now, by the caller,
  * with IPM_REMOTE), running signal-mode threads get one coalesced signal; a
  * thread that already has a delivery outstanding for the domain gets no new
  * one (its pending set grows, then collapses to a full flush).

@@ -25,7 +25,7 @@
 #define NK	128
 
 enum ckind { K_SIGNAL, K_POLL, K_BLOCK };
-enum cmd { C_NONE, C_WARM, C_LEAVE, C_LOOKUPS_ON, C_LOOKUPS_OFF, C_ENTER };
+enum cmd { C_NONE, C_WARM, C_LEAVE, C_LOOKUPS_ON, C_LOOKUPS_OFF, C_ENTER, C_PAUSE_POLL };
 
 struct cache {
 	unsigned gen;
@@ -185,6 +185,9 @@ static void run_cmd(struct cw *w, int c)
 	case C_LOOKUPS_OFF:
 		atomic_store(&w->lookups, 0);
 		break;
+	case C_PAUSE_POLL:	/* on the worker: no ipm_poll() after the ack */
+		atomic_store(&w->pause_poll, 1);
+		break;
 	default:
 		break;
 	}
@@ -306,6 +309,20 @@ static void teardown(void)
 	ck_assert_int_eq(atomic_load(&bad_ctx), 0);
 	fixture_fini();
 }
+
+/* Start over under another configuration (the fixture's domain too). */
+static void reinit(const struct ipm_config *cfg)
+{
+	ipm_domain_destroy(dom);
+	ipm_fini();
+	ck_assert_int_eq(ipm_init(cfg), 0);
+	dom = ipm_domain_create(inval, &ctx_token);
+	ck_assert_ptr_nonnull(dom);
+}
+
+/* A poll deadline no test reaches: paused pollers are never escalated by
+ * the watchdog, so what they apply is applied in ipm_poll(). */
+static const struct ipm_config long_deadline = { .poll_deadline_us = 60u * 1000 * 1000 };
 
 /* Bounded wait for a counter. */
 static bool wait_uint(atomic_uint *p, unsigned want, double seconds)
@@ -516,12 +533,15 @@ END_TEST
 START_TEST(deferred_applied_at_poll)
 {
 	struct cw w;
-	struct ipm_batch *b = ipm_batch_create(dom, 32);
+	struct ipm_batch *b;
 	unsigned f;
+
+	reinit(&long_deadline);
+	b = ipm_batch_create(dom, 32);
 
 	cw_start(&w, K_POLL);
 	cw_cmd(&w, C_WARM);
-	atomic_store(&w.pause_poll, 1);
+	cw_cmd(&w, C_PAUSE_POLL);
 	for (f = 0; f < 5; f++) {
 		ipm_batch_add(b, f * 2);
 		ipm_batch_add(b, f * 2 + 1);
@@ -549,13 +569,16 @@ END_TEST
 START_TEST(deferred_pending_set_is_bounded)
 {
 	struct cw w;
-	struct ipm_batch *b = ipm_batch_create(dom, 8);
+	struct ipm_batch *b;
 	struct ipm_stats st;
 	unsigned f;
 
+	reinit(&long_deadline);
+	b = ipm_batch_create(dom, 8);
+
 	cw_start(&w, K_POLL);
 	cw_cmd(&w, C_WARM);
-	atomic_store(&w.pause_poll, 1);
+	cw_cmd(&w, C_PAUSE_POLL);
 	for (f = 0; f < 50; f++) {
 		ipm_batch_add(b, f % NK);
 		ipm_batch_add(b, (f + 50) % NK);
@@ -626,7 +649,7 @@ START_TEST(wait_flush_escalates_stalled_poller)
 
 	cw_start(&w, K_POLL);
 	cw_cmd(&w, C_WARM);
-	atomic_store(&w.pause_poll, 1);
+	cw_cmd(&w, C_PAUSE_POLL);
 	ipm_batch_add(b, 3);
 	ck_assert_int_eq(ipm_batch_flush(b, IPM_WAIT), 1);
 	ck_assert_uint_eq(cached(w.slot, 3), 0);
@@ -912,10 +935,7 @@ START_TEST(nested_deliveries_slow_inval)
 {
 	struct ipm_config cfg = { .poll_deadline_us = 20 };
 
-	ipm_domain_destroy(dom);
-	ipm_fini();
-	ck_assert_int_eq(ipm_init(&cfg), 0);
-	dom = ipm_domain_create(inval, &ctx_token);
+	reinit(&cfg);
 	inval_delay_s = 50e-6;
 	stress(300);
 }
