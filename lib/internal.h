@@ -266,6 +266,9 @@ void _ipm_watchdog_stop(void);
 void _ipm_watchdog_fork_child(void);
 bool _ipm_escalate(struct ipm_thread *t, uint64_t since);
 
+/* pcache.c: the unregistering thread gives its cached objects back. */
+void _ipm_pcache_thread_exit(int slot);
+
 /* barrier.c */
 void _ipm_membarrier_probe(void);
 
