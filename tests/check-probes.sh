@@ -5,7 +5,7 @@
 # Exit 77 (skipped) when bpftrace is absent or cannot attach.
 set -euo pipefail
 lib=$(readlink -f "$1") hello=$2
-for p in send signal deliver complete escalate flush; do
+for p in send signal deliver complete escalate flush drain; do
 	readelf -n "$lib" | grep -A3 stapsdt | grep -q "Name: $p\$" || { echo "probe $p missing"; exit 1; }
 done
 echo "probes present in $lib"
