@@ -59,6 +59,16 @@
  * Scenario D: the signal handler on an offline thread does nothing: the
  * work stays for ipm_thread_online() or for a claimer (a signal sent just
  * before the thread went offline must not run beside a claimer).
+ *
+ * Why the library never blocks its signal around its own code: the handler
+ * touches only the thread's lock-free list (each pop_all takes a disjoint
+ * set of work, so a handler that interrupts ipm_poll() or
+ * ipm_thread_online() halfway runs only what those have not taken), the
+ * owner-only counters, and the completion words.  The one list that is not
+ * lock-free, the kept list of a claimed thread, is left alone by the handler
+ * while it is non-empty (online() runs it first), and unregistration clears
+ * the thread's record pointer before it frees the record.  The handler
+ * never allocates, never locks, and restores errno.
  */
 #include <limits.h>
 #include <sched.h>
