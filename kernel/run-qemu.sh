@@ -156,13 +156,15 @@ build_kernel() { # $1 = variant, $2 = dir
 ensure_kernel() {
 	local variant=$1 key dir old
 	key=$(build_key "$variant")
-	dir=$KBUILD_DIR/$variant$([ "$KDEBUG" = 1 ] && echo -debug)-$key
+	local sfx=""
+	[ "$KDEBUG" = 1 ] && sfx=-debug
+	dir=$KBUILD_DIR/$variant$sfx-$key
 	if [ "$REBUILD" = 0 ] && [ -e "$dir/.built" ] &&
 	   [ -e "$dir/src/arch/x86/boot/bzImage" ]; then
 		log "[$variant] cache hit: $dir (built in $(cat "$dir/build-seconds" 2>/dev/null || echo '?') s)"
 	else
 		# Drop stale builds of the same variant to bound disk use.
-		for old in "$KBUILD_DIR/$variant$([ "$KDEBUG" = 1 ] && echo -debug)"-*; do
+		for old in "$KBUILD_DIR/$variant$sfx"-*; do
 			[ -e "$old" ] && [ "$old" != "$dir" ] && rm -rf "$old"
 		done
 		build_kernel "$variant" "$dir"
