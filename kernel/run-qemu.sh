@@ -70,7 +70,7 @@ done
 # ---------------------------------------------------------------------------
 # Dependencies
 PKGS="linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev
-cpio xz-utils busybox-static qemu-system-x86 patch"
+cpio xz-utils busybox-static qemu-system-x86 patch gcc-multilib"
 
 install_deps() {
 	local missing=()
@@ -109,7 +109,7 @@ build_key() { # $1 = patched|unpatched
 
 REQUIRED_CONFIG="64BIT SMP MEMBARRIER RSEQ FUTEX PROC_FS SYSFS DEVTMPFS
 DEVTMPFS_MOUNT BLK_DEV_INITRD RD_GZIP TTY SERIAL_8250_CONSOLE PRINTK BINFMT_ELF
-BINFMT_SCRIPT ACPI NO_HZ_FULL"
+BINFMT_SCRIPT ACPI NO_HZ_FULL IA32_EMULATION"
 REQUIRED_DEBUG_CONFIG="PREEMPT PROVE_LOCKING DEBUG_ATOMIC_SLEEP"
 
 # BUILD-RECIPE-BEGIN (part of the cache key)
@@ -185,6 +185,12 @@ build_selftests() { # $1 = patched tree dir, $2 = output dir
 			-o "$out/$t" "$st/membarrier/$t.c" ||
 			die "cannot build selftest $t"
 	done
+	# 32-bit build of the new test, run through the compat syscall path
+	# (CONFIG_IA32_EMULATION): exercises compat_get_bitmap().
+	gcc -m32 -static -O2 -g -Wall -pthread -isystem "$dir/hdr/include" \
+		-o "$out/membarrier_test_cpumask_32" \
+		"$st/membarrier/membarrier_test_cpumask.c" ||
+		die "cannot build the 32-bit (compat) selftest; is gcc-multilib installed?"
 }
 
 make_initramfs() { # $1 = output file, $2 = selftests dir, $3 = end marker
@@ -282,11 +288,18 @@ boot() { # $1 = variant, $2 = kernel dir, $3 = selftests dir; sets BOOT_OK
 		grep '^IPIMASK-RESULT .* fail ' "$log" | sed 's/^/    /'
 		BOOT_OK=0
 	fi
-	if [ "$variant" = unpatched ] &&
-	   ! grep -q '^IPIMASK-RESULT selftests/membarrier_test_cpumask skip ' "$log"; then
-		log "[$variant] FAIL: membarrier_test_cpumask did not SKIP on the unpatched kernel"
-		BOOT_OK=0
-	fi
+	for t in membarrier_test_cpumask membarrier_test_cpumask_32; do
+		if [ "$variant" = unpatched ] &&
+		   ! grep -q "^IPIMASK-RESULT selftests/$t skip " "$log"; then
+			log "[$variant] FAIL: $t did not SKIP on the unpatched kernel"
+			BOOT_OK=0
+		fi
+		if [ "$variant" = patched ] &&
+		   ! grep -q "^IPIMASK-RESULT selftests/$t pass " "$log"; then
+			log "[$variant] FAIL: $t did not pass on the patched kernel"
+			BOOT_OK=0
+		fi
+	done
 	grep '^IPIMASK-SUMMARY' "$log" | sed "s/^/[$variant] /" || true
 }
 
