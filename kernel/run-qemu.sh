@@ -170,7 +170,12 @@ ensure_kernel() {
 	else
 		# Drop stale builds of the same variant to bound disk use.
 		for old in "$KBUILD_DIR/$variant$sfx"-*; do
-			[ -e "$old" ] && [ "$old" != "$dir" ] && rm -rf "$old"
+			[ -e "$old" ] && [ "$old" != "$dir" ] || continue
+			# "patched-*" must not catch "patched-debug-*".
+			if [ -z "$sfx" ]; then
+				case ${old##*/} in "$variant"-debug-*) continue ;; esac
+			fi
+			rm -rf "$old"
 		done
 		build_kernel "$variant" "$dir"
 	fi
