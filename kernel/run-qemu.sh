@@ -65,8 +65,11 @@ done
 log() { printf '[run-qemu %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 die() { log "ERROR: $*" >&2; exit 1; }
 
+declare -A SEEN=()
 for t in "${EXTRA[@]}"; do
 	[ -f "$t" ] && [ -x "$t" ] || die "extra test $t is not an executable file"
+	[ -z "${SEEN[$(basename "$t")]:-}" ] || die "two extra tests named $(basename "$t")"
+	SEEN[$(basename "$t")]=1
 done
 
 # ---------------------------------------------------------------------------
