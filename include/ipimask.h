@@ -446,6 +446,223 @@ IPM_EXPORT int ipm_stats_get(struct ipm_stats *out);
  */
 IPM_EXPORT int ipm_thread_stats_get(int slot, struct ipm_thread_stats *out);
 
+/* ------------------------------------------------------------------------ */
+/* Deferred batched invalidation                                             */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Threads cache entries of shared data (routes, flow lookups, object maps,
+ * JIT code pointers).  A *domain* is one such piece of shared data: a thread
+ * that may hold entries of it calls ipm_domain_enter() (the user-space
+ * mm_cpumask), and a writer that changed the shared truth collects the keys
+ * of what changed in a *batch* and flushes it: every thread of the domain is
+ * then reached at most once per flush, however many keys the flush carries
+ * (the batched TLB flush: many pages, one IPI).
+ *
+ * Keys a flush sends to a thread are merged into that thread's pending set,
+ * which is bounded: at most the capacity of the batch that adds to it; past
+ * that the set collapses into one full flush (nkeys == 0).  At most one
+ * delivery per thread and domain is outstanding for deferred flushes, so a
+ * stream of flushes to a thread that has not run the first costs nothing
+ * more than merging keys.
+ *
+ * Statistics (struct ipm_stats): batches counts flushes of non-empty
+ * batches; batch_keys the ipm_batch_add() calls they carried (duplicates
+ * and keys past the capacity included); full_flushes the flushes that were
+ * past their capacity plus the per-thread pending sets that collapsed.  The
+ * interrupts a flush caused show in each thread's ipm_thread_stats.
+ */
+
+/** Largest capacity of a batch, and the size of a thread's pending set. */
+#define IPM_BATCH_MAX_CAPACITY	64
+
+struct ipm_domain;
+struct ipm_batch;
+
+/**
+ * ipm_inval_t: drop cached entries of a domain.
+ * @slot:  the thread whose entries are to be dropped.
+ * @keys:  the keys to drop; NULL when @nkeys is 0.
+ * @nkeys: how many keys; 0 means: drop everything cached of the domain.
+ * @ctx:   the pointer given to ipm_domain_create().
+ *
+ * Where it runs: like an ipm_func_t (see there) - on the thread of @slot,
+ * inside the library's signal handler for a thread in IPM_MODE_SIGNAL,
+ * inside ipm_poll() for a polling thread, at ipm_thread_online() for a thread
+ * that was offline; or on a flushing thread on behalf of an offline thread
+ * (IPM_WAIT flushes), while that thread is guaranteed not to run.  So it must
+ * be async-signal-safe, short and non-blocking, and must work on the cache
+ * of @slot, not on "the calling thread's" cache.  It must not call any
+ * ipm_domain_* or ipm_batch_* function.  It is never run twice at once for
+ * the same slot and domain, not even nested on one thread; it may interrupt
+ * a call for another slot on the same thread (a flusher that runs it for an
+ * offline thread, signalled for its own slot).  Dropping more than asked is
+ * always allowed; a thread may see a key it never cached, or a key again
+ * after it left and re-entered.
+ */
+typedef void (*ipm_inval_t)(int slot, const uint64_t *keys, unsigned nkeys, void *ctx);
+
+/**
+ * ipm_domain_create: a new domain of cached entries.
+ * @inval: drops entries on a thread; see ipm_inval_t.  Required.
+ * @ctx:   passed to @inval.
+ *
+ * A domain belongs to the ipm_init() it was created under; after ipm_fini()
+ * only ipm_domain_destroy() may be called on it.
+ *
+ * Return: the domain; NULL for a NULL @inval, when out of memory, or before
+ * ipm_init().  MT-safe; not async-signal-safe.
+ */
+IPM_EXPORT struct ipm_domain *ipm_domain_create(ipm_inval_t inval, void *ctx);
+
+/**
+ * ipm_domain_destroy: free a domain.
+ * @d: the domain (NULL is allowed).
+ *
+ * Call it after every batch of @d was destroyed and when no thread uses
+ * entries of @d any longer; it must not race with ipm_domain_enter(),
+ * ipm_domain_leave() or a flush of @d.  Pending invalidations are discarded.
+ * On return no @inval of @d runs nor will run, so @ctx may be freed.
+ * Deliveries still queued for threads (an offline thread that has not come
+ * back yet) keep a little memory until they run, and then do nothing.
+ * Not async-signal-safe; do not call it from @inval.
+ */
+IPM_EXPORT void ipm_domain_destroy(struct ipm_domain *d);
+
+/**
+ * ipm_domain_enter: the calling thread may cache entries of @d from now on.
+ * @d: the domain.
+ *
+ * Makes the caller a target of every later flush of @d.  Call it before the
+ * caller looks anything up in the shared truth to cache it (it ends with a
+ * full memory barrier the first time, pairing with the one that begins every
+ * flush: a flusher either sees the caller as a member, or the caller's
+ * lookup sees the flusher's update).  Cheap enough to call on every lookup:
+ * when the caller is already a member it costs a few plain loads, no atomic
+ * read-modify-write and no barrier.
+ *
+ * The caller must be registered (ipm_thread_register()); a call from an
+ * unregistered thread, with a NULL @d, with a domain of an earlier
+ * ipm_init(), or before ipm_init() is ignored - such a thread must not
+ * cache entries of @d, since no flush reaches it.  A thread stops being a
+ * member at ipm_domain_leave() and when it unregisters or exits.
+ * If its pending set cannot be allocated the thread still becomes a member
+ * and receives full flushes (nkeys == 0) instead of keys.  Call it while
+ * online (not between ipm_thread_offline() and ipm_thread_online(): an
+ * offline thread does not touch its cache).  In a fork() child, only the
+ * forking thread stays a member (of the domains it was a member of).
+ * MT-safe; not async-signal-safe; do not call it from @inval.
+ */
+IPM_EXPORT void ipm_domain_enter(struct ipm_domain *d);
+
+/**
+ * ipm_domain_leave: the calling thread dropped its entries of @d.
+ * @d: the domain.
+ *
+ * The caller must have dropped every entry of @d it caches before the call;
+ * it is no longer a target of flushes of @d.  Invalidations pending for it
+ * are discarded, not run (it holds nothing they could apply to); a flush
+ * racing with the call may still run @inval for it once, harmlessly.  A
+ * thread that unregisters or exits leaves every domain the same way: its
+ * pending invalidations are discarded, so it must not use its entries after
+ * ipm_thread_unregister() (a flush waiting for it returns once it started
+ * unregistering).
+ * Ignored like ipm_domain_enter() (and when the caller is not a member).
+ * Call it while online.
+ * MT-safe; not async-signal-safe; do not call it from @inval.
+ */
+IPM_EXPORT void ipm_domain_leave(struct ipm_domain *d);
+
+/**
+ * ipm_batch_create: a batch of keys to invalidate in @d.
+ * @d:        the domain.
+ * @capacity: keys the batch carries, 1 .. IPM_BATCH_MAX_CAPACITY; past it a
+ *            flush becomes a full flush (like the kernel's ceiling on
+ *            single-page TLB flushes).
+ *
+ * A batch is used by one thread at a time (it is not locked); threads that
+ * flush the same domain concurrently each use their own batch.
+ *
+ * Return: the batch; NULL for a NULL or stale @d, a capacity of 0 or above
+ * IPM_BATCH_MAX_CAPACITY, when out of memory, or before ipm_init().
+ * Not async-signal-safe.
+ */
+IPM_EXPORT struct ipm_batch *ipm_batch_create(struct ipm_domain *d, unsigned capacity);
+
+/**
+ * ipm_batch_add: add @key to the batch; nobody is disturbed.
+ * @b:   the batch.
+ * @key: any value meaningful to the domain's ipm_inval_t.
+ *
+ * A key already in the batch is not added twice.  Past the capacity the
+ * batch becomes a full flush (it keeps counting keys for the statistics).
+ *
+ * Return: 0; -EINVAL for a NULL @b; -EPERM before ipm_init().
+ * Not async-signal-safe (the batch is not locked).
+ */
+IPM_EXPORT int ipm_batch_add(struct ipm_batch *b, uint64_t key);
+
+/**
+ * ipm_batch_add_sync: add @key and flush now, waiting.
+ * @b:   the batch.
+ * @key: an entry that must not stay cached even briefly (the dirty-PTE case
+ *       of batched TLB flushing: writes through a stale entry would be lost).
+ *
+ * Adds @key, then ipm_batch_flush(@b, IPM_WAIT): the keys added before go
+ * with it in the same delivery.
+ *
+ * Return: as ipm_batch_flush().
+ */
+IPM_EXPORT int ipm_batch_add_sync(struct ipm_batch *b, uint64_t key);
+
+/**
+ * ipm_batch_flush: send the batch to every thread of its domain; empty it.
+ * @b:     the batch.
+ * @flags: 0, IPM_WAIT, IPM_REMOTE.
+ *
+ * Each member thread gets the keys merged into its pending set and at most
+ * one delivery for this flush, whatever the number of keys; its @inval then
+ * runs once with its whole set.  The caller, when it is a member, runs its
+ * own @inval first, directly.
+ *
+ * With IPM_WAIT: on return no member thread holds any key of the flush (or
+ * any entry at all, for a full flush): running signal-mode threads were
+ * interrupted (one coalesced signal each), polling threads applied the keys
+ * in ipm_poll() (or by signal, past poll_deadline_us), offline threads had
+ * @inval run for them by the caller (IPM_REMOTE semantics).  The caller
+ * serves requests addressed to itself while it waits.
+ *
+ * Without IPM_WAIT (deferred): polling threads apply at their next
+ * ipm_poll() (one that misses poll_deadline_us is signalled by the
+ * library's watchdog), offline threads at ipm_thread_online() (or now, by the caller,
+ * with IPM_REMOTE), running signal-mode threads get one coalesced signal; a
+ * thread that already has a delivery outstanding for the domain gets no new
+ * one (its pending set grows, then collapses to a full flush).
+ *
+ * Threads that enter @d during the flush may or may not be targets (they
+ * have not cached the flushed entries yet, see ipm_domain_enter()); threads
+ * that leave or exit during it stop being targets and lose nothing.
+ * Several threads may flush the same domain concurrently (with their own
+ * batches).  An empty batch returns 0 and disturbs nobody.  A caller that
+ * is a member must be online (its own @inval runs on it, directly).
+ *
+ * Return: the number of threads reached, the caller included when it is a
+ * member (>= 0); -EINVAL for a NULL @b, unknown @flags, or a batch whose
+ * domain belongs to an earlier ipm_init(); -ENOMEM when a delivery could not
+ * be allocated (the batch keeps its keys: flush again); -ECANCELED when
+ * ipm_fini() ran meanwhile; -EPERM before ipm_init().
+ * MT-safe on distinct batches; not async-signal-safe; do not call it from
+ * @inval.
+ */
+IPM_EXPORT int ipm_batch_flush(struct ipm_batch *b, unsigned flags);
+
+/**
+ * ipm_batch_destroy: flush what is left (with IPM_WAIT), then free @b.
+ * NULL is allowed.  Before ipm_init() (or after ipm_fini()) it only frees.
+ * Not async-signal-safe.
+ */
+IPM_EXPORT void ipm_batch_destroy(struct ipm_batch *b);
+
 #ifdef __cplusplus
 }
 #endif

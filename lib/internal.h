@@ -266,6 +266,9 @@ void _ipm_watchdog_stop(void);
 void _ipm_watchdog_fork_child(void);
 bool _ipm_escalate(struct ipm_thread *t, uint64_t since);
 
+/* batch.c: the thread of @slot unregisters (registry.c hook). */
+void _ipm_batch_thread_gone(int slot);
+
 /* barrier.c */
 void _ipm_membarrier_probe(void);
 

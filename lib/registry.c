@@ -257,6 +257,7 @@ int ipm_thread_unregister(void)
 	/* A late signal now finds no record and returns. */
 	_ipm_tls_self = NULL;
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	_ipm_batch_thread_gone(t->slot);	/* leaves every domain */
 
 	pthread_mutex_lock(&_ipm_lib.reg_lock);
 	release_slot((unsigned)t->slot);
