@@ -254,6 +254,9 @@ void _ipm_cancel_pending(struct ipm_thread *t);
 void _ipm_wait_serve_begin(struct ipm_thread *me);
 void _ipm_wait_serve_end(struct ipm_thread *me);
 
+/* pcache.c: the unregistering thread gives its cached objects back. */
+void _ipm_pcache_thread_exit(int slot);
+
 /* barrier.c */
 void _ipm_membarrier_probe(void);
 
