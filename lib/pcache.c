@@ -18,7 +18,15 @@
  * a CAS from PC_FREE (acquire), dropped with a store of PC_FREE (release).
  * Nobody ever sleeps on it: the owner holds it for a few instructions and
  * never across a callback; a drainer holds it for one memcpy of at most
- * @high pointers.  A contender spins with cpu_relax, then yields.
+ * @high pointers.  The owner, contended, spins with cpu_relax, then yields.
+ * A drainer that finds the lock taken sets the drainer_waits hint (an owner
+ * taking and dropping its lock in a tight loop keeps the line in its cache
+ * and would otherwise win every race; the owner's fast path reads the hint
+ * on its own line and defers for a bounded time), spins for a bounded time,
+ * and if the owner still holds it (it was preempted inside get/put: the
+ * kernel's per-CPU lock disables preemption, ours cannot) moves on to the
+ * other caches and comes back after a short nanosleep: a drain waits for a
+ * preempted owner to be scheduled again, never for anything else.
  *
  * Invariants:
  *   I1. objs[0 .. count) are the cached objects; only the holder of the
@@ -110,6 +118,7 @@
  */
 #include <numa.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -118,11 +127,14 @@
 #define PC_DRAINER	2u
 
 #define PC_SPINS	128	/* cpu_relax rounds before sched_yield */
+#define PC_HOLDOFF	(4 * PC_SPINS)	/* owner's bounded deference to a drainer */
+#define PC_DRAIN_SPINS	2048	/* drainer: cpu_relax rounds before moving on */
 #define PC_MAX_HIGH	(1u << 24)
 
 struct pc_cache {
 	/* The owner's line: lock, count and the hot end of objs (small caches). */
 	uint32_t lock __ipm_aligned;	/* PC_*: the per-thread lock word */
+	uint32_t drainer_waits;		/* a drainer wants the lock: owner, hold off */
 	unsigned count;			/* objs[0 .. count) are cached (I1) */
 	int node;			/* NUMA node it was allocated on, or -1 */
 	bool numa;			/* from numa_alloc_local() */
@@ -138,6 +150,7 @@ struct ipm_pcache {
 	struct pc_cache **caches;	/* [nslots]; see I4 */
 	pthread_mutex_t drain_lock;	/* drainers, exit hook, count, destroy */
 	void **drain_buf;		/* [high + 1]; under drain_lock */
+	unsigned long *busy;		/* slots to come back to; under drain_lock */
 	struct ipm_pcache *next, *prev;	/* live pcaches, under pcache_list_lock */
 };
 
@@ -157,28 +170,67 @@ static inline bool pc_trylock(struct pc_cache *c, uint32_t who)
 					   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
 }
 
-/* Contended: spin on a plain load (no RMW storm), then yield; never sleeps
- * on a futex, so no one ever has to wake anyone. */
-static __attribute__((noinline)) void pc_lock_slow(struct pc_cache *c, uint32_t who)
+/* Spin with cpu_relax, then yield; never sleeps on a futex, so no one ever
+ * has to wake anyone. */
+static inline void pc_backoff(unsigned *spins)
 {
-	unsigned spins = 0;
-
-	do {
-		while (IPM_LOAD(&c->lock) != PC_FREE) {
-			if (++spins < PC_SPINS) {
-				_ipm_cpu_relax();
-			} else {
-				spins = 0;
-				sched_yield();
-			}
-		}
-	} while (!pc_trylock(c, who));
+	if (++*spins < PC_SPINS) {
+		_ipm_cpu_relax();
+	} else {
+		*spins = 0;
+		sched_yield();
+	}
 }
 
-static inline void pc_lock(struct pc_cache *c, uint32_t who)
+/*
+ * Owner, contended: a drainer holds the lock, or waits for it.  Holding off
+ * while drainer_waits is set keeps an owner that takes and drops its lock
+ * in a tight loop (its line stays in its cache) from starving the drainer;
+ * the hold-off is bounded (PC_HOLDOFF rounds) so that a drainer preempted
+ * with the hint set delays the owner by microseconds, not a time slice.
+ */
+static __attribute__((noinline)) void pc_lock_owner_slow(struct pc_cache *c)
 {
-	if (unlikely(!pc_trylock(c, who)))
-		pc_lock_slow(c, who);
+	unsigned spins = 0, holdoff = 0;
+
+	do {
+		while (IPM_LOAD(&c->lock) != PC_FREE ||
+		       (IPM_LOAD(&c->drainer_waits) && holdoff++ < PC_HOLDOFF))
+			pc_backoff(&spins);
+	} while (!pc_trylock(c, PC_OWNER));
+}
+
+/* The owner's fast path: one load of its own line, one CAS. */
+static inline void pc_lock_owner(struct pc_cache *c)
+{
+	if (unlikely(IPM_LOAD(&c->drainer_waits) || !pc_trylock(c, PC_OWNER)))
+		pc_lock_owner_slow(c);
+}
+
+/*
+ * Drainer (at most one per pcache at a time: pc->drain_lock): spin for a
+ * bounded time only.  The owner holds the lock for a few instructions, so a
+ * failure means it was preempted inside get/put: the caller moves on to the
+ * other caches and comes back (ipm_pcache_drain()), so one preempted owner
+ * delays the drain by its own wait, not the sum of all of them.
+ */
+static bool pc_trylock_drainer(struct pc_cache *c)
+{
+	unsigned spins;
+
+	if (likely(pc_trylock(c, PC_DRAINER)))
+		return true;
+	/* A hint only: mutual exclusion is the CAS's business. */
+	IPM_STORE(&c->drainer_waits, 1);
+	for (spins = 0; spins < PC_DRAIN_SPINS; spins++) {
+		if (IPM_LOAD(&c->lock) == PC_FREE && pc_trylock(c, PC_DRAINER)) {
+			IPM_STORE(&c->drainer_waits, 0);
+			return true;
+		}
+		_ipm_cpu_relax();
+	}
+	IPM_STORE(&c->drainer_waits, 0);
+	return false;
 }
 
 static inline void pc_unlock(struct pc_cache *c)
@@ -287,7 +339,7 @@ static __attribute__((noinline)) void *get_refill(struct ipm_pcache *pc, struct 
 		return NULL;
 	if (unlikely(k > pc->batch))
 		_ipm_die("refill returned more objects than asked for");
-	pc_lock(c, PC_OWNER);
+	pc_lock_owner(c);
 	if (unlikely(c->count))
 		_ipm_die("cache grew while its owner refilled it");
 	obj = c->objs[k - 1];
@@ -307,7 +359,7 @@ void *ipm_pcache_get(struct ipm_pcache *pc)
 	c = my_cache(pc);
 	if (unlikely(!c))
 		return get_through(pc);
-	pc_lock(c, PC_OWNER);
+	pc_lock_owner(c);
 	n = c->count;
 	if (likely(n)) {
 		obj = c->objs[n - 1];
@@ -331,7 +383,7 @@ void ipm_pcache_put(struct ipm_pcache *pc, void *obj)
 		put_through(pc, obj);
 		return;
 	}
-	pc_lock(c, PC_OWNER);
+	pc_lock_owner(c);
 	n = c->count;
 	c->objs[n++] = obj;
 	if (likely(n <= pc->high)) {
@@ -350,7 +402,12 @@ void ipm_pcache_put(struct ipm_pcache *pc, void *obj)
 /* Draining                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* Under pc->drain_lock: empty the cache of @slot; returns objects released. */
+#define PC_BUSY		(~0u)	/* drain_slot(): its owner holds the lock */
+
+/*
+ * Under pc->drain_lock: empty the cache of @slot.  Returns the objects
+ * released, or PC_BUSY when the owner held the lock (preempted in get/put).
+ */
 static unsigned drain_slot(struct ipm_pcache *pc, unsigned slot)
 {
 	struct pc_cache *c = __atomic_load_n(&pc->caches[slot], __ATOMIC_ACQUIRE);
@@ -358,7 +415,8 @@ static unsigned drain_slot(struct ipm_pcache *pc, unsigned slot)
 
 	if (!c || IPM_LOAD(&c->count) == 0)	/* empty: skip without the lock */
 		return 0;
-	pc_lock(c, PC_DRAINER);			/* Scenario A */
+	if (!pc_trylock_drainer(c))		/* Scenario A */
+		return PC_BUSY;
 	n = c->count;
 	memcpy(pc->drain_buf, c->objs, n * sizeof(void *));
 	IPM_STORE(&c->count, 0);
@@ -371,9 +429,53 @@ static unsigned drain_slot(struct ipm_pcache *pc, unsigned slot)
 	return n;
 }
 
+/* Drain @slot, or remember it in pc->busy for another round. */
+static unsigned drain_or_defer(struct ipm_pcache *pc, unsigned slot, unsigned *nbusy)
+{
+	unsigned n = drain_slot(pc, slot);
+
+	if (n != PC_BUSY)
+		return n;
+	pc->busy[slot / IPM_BITS_PER_LONG] |= 1ul << (slot % IPM_BITS_PER_LONG);
+	(*nbusy)++;
+	return 0;
+}
+
+/* Come back to the caches whose owner held the lock, until none is left. */
+static unsigned drain_busy(struct ipm_pcache *pc, unsigned nbusy)
+{
+	unsigned total = 0, w, b, slot, n;
+	unsigned long bits, nap_ns = 20000;
+
+	while (nbusy) {
+		/* Let a preempted owner run: sleep (no one waits for us), from
+		 * 20 us up to 1 ms; sched_yield() would hand our CPU to any
+		 * other task for a whole slice and still not reach an owner
+		 * queued on another CPU. */
+		struct timespec ts = { 0, (long)nap_ns };
+
+		nanosleep(&ts, NULL);
+		if (nap_ns < 1000000)
+			nap_ns *= 2;
+		for (w = 0; w < (pc->nslots + IPM_BITS_PER_LONG - 1) / IPM_BITS_PER_LONG; w++) {
+			for (bits = pc->busy[w]; bits; bits &= bits - 1) {
+				b = (unsigned)__builtin_ctzl(bits);
+				slot = w * (unsigned)IPM_BITS_PER_LONG + b;
+				n = drain_slot(pc, slot);
+				if (n == PC_BUSY)
+					continue;
+				total += n;
+				pc->busy[w] &= ~(1ul << b);
+				nbusy--;
+			}
+		}
+	}
+	return total;
+}
+
 unsigned ipm_pcache_drain(struct ipm_pcache *pc, const ipm_mask_t *mask)
 {
-	unsigned total = 0, s;
+	unsigned total = 0, nbusy = 0, s;
 	int i;
 
 	if (!pc)
@@ -381,21 +483,22 @@ unsigned ipm_pcache_drain(struct ipm_pcache *pc, const ipm_mask_t *mask)
 	pthread_mutex_lock(&pc->drain_lock);
 	if (!mask) {
 		for (s = 0; s < pc->nslots; s++)
-			total += drain_slot(pc, s);
+			total += drain_or_defer(pc, s, &nbusy);
 	} else {
 		for (i = ipm_mask_next(mask, -1); i >= 0; i = ipm_mask_next(mask, i)) {
 			if ((unsigned)i >= pc->nslots)
 				break;
-			total += drain_slot(pc, (unsigned)i);
+			total += drain_or_defer(pc, (unsigned)i, &nbusy);
 		}
 	}
+	total += drain_busy(pc, nbusy);
 	pthread_mutex_unlock(&pc->drain_lock);
 	return total;
 }
 
 unsigned ipm_pcache_drain_node(struct ipm_pcache *pc, int node)
 {
-	unsigned total = 0, s, n;
+	unsigned total = 0, nbusy = 0, s, n;
 	struct ipm_thread *t;
 	bool match;
 
@@ -412,8 +515,9 @@ unsigned ipm_pcache_drain_node(struct ipm_pcache *pc, int node)
 		match = t && IPM_LOAD(&t->node) == node;
 		_ipm_rcu_read_unlock();
 		if (match)
-			total += drain_slot(pc, s);
+			total += drain_or_defer(pc, s, &nbusy);
 	}
+	total += drain_busy(pc, nbusy);
 	pthread_mutex_unlock(&pc->drain_lock);
 	return total;
 }
@@ -458,9 +562,12 @@ struct ipm_pcache *ipm_pcache_create(const struct ipm_pcache_ops *ops, void *ctx
 	pc->nslots = _ipm_lib.max_threads;
 	pc->caches = calloc(pc->nslots, sizeof(*pc->caches));
 	pc->drain_buf = malloc(((size_t)high + 1) * sizeof(void *));
-	if (!pc->caches || !pc->drain_buf) {
+	pc->busy = calloc((pc->nslots + IPM_BITS_PER_LONG - 1) / IPM_BITS_PER_LONG,
+			  sizeof(unsigned long));
+	if (!pc->caches || !pc->drain_buf || !pc->busy) {
 		free(pc->caches);
 		free(pc->drain_buf);
+		free(pc->busy);
 		free(pc);
 		return NULL;
 	}
@@ -509,6 +616,7 @@ void ipm_pcache_destroy(struct ipm_pcache *pc)
 	pthread_mutex_unlock(&pc->drain_lock);
 	pthread_mutex_destroy(&pc->drain_lock);
 	free(pc->drain_buf);
+	free(pc->busy);
 	free(pc->caches);
 	free(pc);
 }
