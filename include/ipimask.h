@@ -531,8 +531,8 @@ IPM_EXPORT void *ipm_pcache_get(struct ipm_pcache *pc);
 /**
  * ipm_pcache_put: give @obj back to the calling thread's cache.
  *
- * @obj must have come from @pc's store (through any thread's get) and not
- * have been put since.  A cache above @high releases its @batch most
+ * @obj must not be NULL, must have come from @pc's store (through any
+ * thread's get, or the store itself) and must not have been put since.  A cache above @high releases its @batch most
  * recently put objects to the store (without the cache lock).  An
  * unregistered caller releases @obj to the store directly.  A NULL @pc is
  * ignored.  Same contexts as ipm_pcache_get(): NOT async-signal-safe.
@@ -554,11 +554,17 @@ IPM_EXPORT unsigned ipm_pcache_count(const struct ipm_pcache *pc, int slot);
  * @mask: the slots, or NULL for every thread that has a cache.
  *
  * For each slot, reads the cache's count and skips it when 0 without
- * touching its lock; otherwise takes the cache's lock (spinning briefly,
- * then yielding, if its owner is inside get/put), moves the objects out,
- * drops the lock and releases them to the store in batches of @batch.  The
- * owners are never signalled, interrupted or woken: their ipm_thread_stats
- * and the process's signals_sent do not change.  Every object put before the
+ * touching its lock; otherwise takes the cache's lock, moves the objects
+ * out, drops the lock and releases them to the store in batches of @batch.
+ * The owners are never signalled, interrupted or woken: their
+ * ipm_thread_stats and the process's signals_sent do not change.  An owner
+ * inside get/put at that moment holds the lock for a few instructions: the
+ * drainer spins briefly (and the owner's next get/put defers to it for a
+ * bounded time); an owner that was preempted while holding its lock is
+ * left for later, the other caches are drained, and the drainer comes back
+ * after short sleeps: a drain waits for such an owner to be scheduled
+ * again (forever, if it is stopped inside get/put), never for anything
+ * else, and never for a callback.  Every object put before the
  * call began (its put happens-before the call) is released, unless its
  * owner took it out again meanwhile; objects put during the call may stay
  * cached.  Drains of the same @pc are serialised.  May be called by any
