@@ -30,7 +30,9 @@
  *
  * Invariants:
  *   I1. objs[0 .. count) are the cached objects; only the holder of the
- *       lock reads or writes them, or count.
+ *       lock reads or writes them, or writes count (a drainer's "skip when
+ *       empty" test and ipm_pcache_count() read count without it, relaxed,
+ *       and act on it only under the lock).
  *   I2. Only the owner increases count.  A drainer only sets it to 0.
  *   I3. The owner may write objs[count ..) without the lock (refill), and
  *       may read objs[count ..) without the lock (release of a batch it
@@ -104,6 +106,22 @@
  *   the slot only after the hook returned, so N starts with an empty cache
  *   and never meets O's objects; O, being the caller, is not inside
  *   get/put meanwhile.
+ *
+ * Scenario E: the owner was preempted holding its lock.
+ *
+ *   O (in get/put)                       D
+ *   CAS(lock: FREE -> OWNER)             CAS fails; drainer_waits = 1
+ *   -- preempted --                      spins PC_DRAIN_SPINS: lock still
+ *                                        OWNER; drainer_waits = 0; marks
+ *                                        the slot in pc->busy, drains the
+ *                                        other caches
+ *   -- runs again --                     nanosleep(20 us .. 1 ms)
+ *   lock = FREE              [release]   CAS(lock) [acquire]: as in A
+ *
+ *   D never touched the cache while O held it, so A applies unchanged on
+ *   the retry.  drainer_waits is a hint for fairness (O's fast path reads
+ *   it and defers for at most PC_HOLDOFF rounds): no ordering depends on
+ *   it, a stale value only costs O that bounded deference.
  *
  * Callbacks (refill/release) are called without any per-thread lock held;
  * a drainer calls release with pc->drain_lock held, the exit hook with
