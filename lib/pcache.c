@@ -128,11 +128,14 @@
  * pcache_list_lock held.  They must therefore not call ipm_pcache_*() on
  * the same pcache, nor create or destroy a pcache, nor unregister.
  *
- * fork(): the child inherits the caches of every slot (their objects stay
- * owned by the pcache, they are drained and destroyed normally); a child
- * forked while another thread was inside get/put may find that thread's
- * cache locked forever: use pcaches in a child only when fork() was not
- * concurrent with them.
+ * fork(): the child inherits the caches of every slot, with their objects
+ * (they stay owned by the pcache: drained and destroyed normally; the
+ * registry frees the records of the parent's other threads without this
+ * file's exit hook, so the next owner of such a slot in the child starts
+ * with the parent thread's objects).  The atfork handlers below keep the
+ * child from inheriting a held mutex or per-thread lock.  Objects a parent
+ * thread had in flight (handed out, or cut off for release) are not in the
+ * child's caches: they belong to that thread, which does not exist there.
  */
 #include <numa.h>
 #include <string.h>
@@ -560,13 +563,66 @@ unsigned ipm_pcache_count(const struct ipm_pcache *pc, int slot)
 /* Life cycle                                                                */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * fork(): the child must not inherit a mutex or a per-thread lock held by a
+ * thread that does not exist there.  prepare takes every mutex (no drain,
+ * exit hook or destroy is half-way through at the fork); the child resets
+ * every per-thread lock word: a thread of the parent caught inside get/put
+ * left its cache consistent (count is each section's single commit), and
+ * no drainer held one (drainers hold drain_lock).
+ */
+static void pc_atfork_prepare(void)
+{
+	struct ipm_pcache *pc;
+
+	pthread_mutex_lock(&pcache_list_lock);
+	for (pc = pcache_list; pc; pc = pc->next)
+		pthread_mutex_lock(&pc->drain_lock);
+}
+
+static void pc_atfork_parent(void)
+{
+	struct ipm_pcache *pc;
+
+	for (pc = pcache_list; pc; pc = pc->next)
+		pthread_mutex_unlock(&pc->drain_lock);
+	pthread_mutex_unlock(&pcache_list_lock);
+}
+
+static void pc_atfork_child(void)
+{
+	struct ipm_pcache *pc;
+	struct pc_cache *c;
+	unsigned s;
+
+	for (pc = pcache_list; pc; pc = pc->next) {
+		for (s = 0; s < pc->nslots; s++) {
+			c = pc->caches[s];
+			if (c) {
+				c->lock = PC_FREE;
+				c->drainer_waits = 0;
+			}
+		}
+		pthread_mutex_unlock(&pc->drain_lock);
+	}
+	pthread_mutex_unlock(&pcache_list_lock);
+}
+
+static void pc_install_atfork(void)
+{
+	if (pthread_atfork(pc_atfork_prepare, pc_atfork_parent, pc_atfork_child))
+		_ipm_die("pthread_atfork");
+}
+
 struct ipm_pcache *ipm_pcache_create(const struct ipm_pcache_ops *ops, void *ctx,
 				     unsigned high, unsigned batch)
 {
+	static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 	struct ipm_pcache *pc;
 
 	if (!_ipm_ready())
 		return NULL;
+	pthread_once(&atfork_once, pc_install_atfork);
 	if (!ops || !ops->refill || !ops->release || batch == 0 || batch > high ||
 	    high > PC_MAX_HIGH)
 		return NULL;

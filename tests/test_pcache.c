@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -942,6 +943,88 @@ START_TEST(stress_exit_churn_while_draining)
 }
 END_TEST
 
+/* fork() while owners hammer and a drainer drains: the child inherits no
+ * held lock, drains and destroys, and its store sees no double release. */
+static struct store *fork_store;
+
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&fork_store->lock);
+}
+
+static void fork_unlock(void)
+{
+	pthread_mutex_unlock(&fork_store->lock);
+}
+
+static int child_check(struct store *st, struct ipm_pcache *pc)
+{
+	unsigned i, n = 0;
+	unsigned char *seen;
+
+	alarm(20);	/* a hang fails the child instead of the suite */
+	ipm_pcache_drain(pc, NULL);
+	ipm_pcache_drain_node(pc, 0);
+	ipm_pcache_destroy(pc);
+	seen = calloc(st->n, 1);
+	if (!seen)
+		return 3;
+	for (i = 0; i < st->nfree; i++) {
+		unsigned idx = st->freelist[i];
+
+		if (seen[idx]++ || !st->in_store[idx])
+			return 4;
+	}
+	for (i = 0; i < st->n; i++)
+		n += st->in_store[i];
+	return n == st->nfree ? 0 : 5;
+}
+
+START_TEST(fork_while_hammering)
+{
+	struct store st;
+	struct ipm_pcache *pc;
+	struct hammer h[2];
+	struct drainer dr;
+	int i, k, status = -1;
+	pid_t pid;
+
+	store_init(&st, 256, 8);
+	fork_store = &st;
+	ck_assert_int_eq(pthread_atfork(fork_prepare, fork_unlock, fork_unlock), 0);
+	pc = ipm_pcache_create(&st_ops, &st, 24, 8);
+	memset(h, 0, sizeof(h));
+	memset(&dr, 0, sizeof(dr));
+	dr.pc = pc;
+	for (i = 0; i < 2; i++) {
+		h[i].pc = pc;
+		h[i].seed = 777u + (unsigned)i;
+		ck_assert_int_eq(pthread_create(&h[i].th, NULL, hammer_main, &h[i]), 0);
+		ck_assert(wait_int(&h[i].ready, 1, 30.0));
+	}
+	ck_assert_int_eq(pthread_create(&dr.th, NULL, drainer_main, &dr), 0);
+	for (k = 0; k < 20; k++) {
+		pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0)
+			_exit(child_check(&st, pc));
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			      "child %d: status %#x", k, status);
+	}
+	atomic_store(&dr.stop, 1);
+	ck_assert_int_eq(pthread_join(dr.th, NULL), 0);
+	for (i = 0; i < 2; i++) {
+		atomic_store(&h[i].stop, 1);
+		ck_assert_int_eq(pthread_join(h[i].th, NULL), 0);
+	}
+	store_check_full(&st);
+	ipm_pcache_destroy(pc);
+	store_check_full(&st);
+	store_destroy(&st);
+}
+END_TEST
+
 static Suite *pcache_suite(void)
 {
 	Suite *s = suite_create("pcache");
@@ -972,6 +1055,7 @@ static Suite *pcache_suite(void)
 	tcase_set_timeout(stress, 120);
 	tcase_add_test(stress, stress_drain_while_owners_hammer);
 	tcase_add_test(stress, stress_exit_churn_while_draining);
+	tcase_add_test(stress, fork_while_hammering);
 	suite_add_tcase(s, stress);
 	return s;
 }
