@@ -452,6 +452,11 @@ IPM_EXPORT int ipm_thread_stats_get(int slot, struct ipm_thread_stats *out);
  * skipped, are not counted), drained_objects the objects they gave back.
  * Objects given back by exiting threads and by ipm_pcache_destroy() are not
  * counted.
+ *
+ * fork(): the child keeps every cache with its objects (drain or destroy
+ * them there as usual); objects the parent's other threads were holding are
+ * not in the child's pool.  The backing store's own locks are the
+ * application's to handle across fork().
  */
 
 /**
