@@ -510,7 +510,10 @@ IPM_EXPORT struct ipm_pcache *ipm_pcache_create(const struct ipm_pcache_ops *ops
  *
  * Call it when no thread uses @pc any more (no get or put running or to
  * come); drains and exiting threads still running are waited for.  Works
- * after ipm_fini() too.  NULL is ignored.  Not async-signal-safe.
+ * after ipm_fini() too (the caches of threads that were still registered at
+ * ipm_fini() are released here; until then they stay in @pc, and a thread
+ * given the same slot under a later ipm_init() uses them).  NULL is
+ * ignored.  Not async-signal-safe.
  */
 IPM_EXPORT void ipm_pcache_destroy(struct ipm_pcache *pc);
 
