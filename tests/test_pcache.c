@@ -740,6 +740,84 @@ START_TEST(destroy_after_fini)
 }
 END_TEST
 
+/* A drain never waits for an owner's callback: the owner is blocked inside
+ * release() (a put above high) while the control thread drains its cache. */
+static __thread bool block_my_release;
+static atomic_int in_release, release_gate;
+
+static void st_release_blocking(void *ctx, void *const *objs, unsigned n)
+{
+	if (block_my_release) {
+		double end = now_s() + 30;
+
+		atomic_store(&in_release, 1);
+		while (!atomic_load(&release_gate))
+			if (now_s() > end)
+				abort();
+			else
+				sched_yield();
+	}
+	st_release(ctx, objs, n);
+}
+
+static const struct ipm_pcache_ops blocking_ops = { st_refill, st_release_blocking };
+
+struct blocked_owner {
+	struct ipm_pcache *pc;
+	int slot;
+	atomic_int ready;
+};
+
+static void *blocked_owner_main(void *arg)
+{
+	struct blocked_owner *b = arg;
+	void *o[17];
+	int i;
+
+	b->slot = ipm_thread_register();
+	if (b->slot < 0)
+		abort();
+	for (i = 0; i < 17; i++)
+		o[i] = take(b->pc);
+	atomic_store(&b->ready, 1);
+	block_my_release = true;
+	for (i = 0; i < 17; i++)
+		give(b->pc, o[i]);	/* the 10th put releases a batch: blocks */
+	return NULL;
+}
+
+START_TEST(drain_does_not_wait_for_owner_callbacks)
+{
+	struct store st;
+	struct ipm_pcache *pc;
+	struct blocked_owner b = { 0 };
+	pthread_t th;
+	double t0;
+	unsigned got;
+
+	store_init(&st, 64, 8);
+	pc = ipm_pcache_create(&blocking_ops, &st, 16, 8);
+	b.pc = pc;
+	ck_assert_int_eq(pthread_create(&th, NULL, blocked_owner_main, &b), 0);
+	ck_assert(wait_int(&b.ready, 1, 30.0));
+	ck_assert(wait_int(&in_release, 1, 30.0));
+	/* 17 gets refilled 24 (7 stay cached); the 10th put took the cache to
+	 * 17 > high: 8 went to release() (blocked there), 9 are cached, 7
+	 * objects are still in the owner's hands. */
+	t0 = now_s();
+	got = ipm_pcache_drain(pc, NULL);
+	ck_assert_uint_eq(got, 9);
+	ck_assert_msg(now_s() - t0 < 10.0, "the drain waited for the owner's callback");
+	ck_assert_int_eq(atomic_load(&release_gate), 0);	/* still blocked */
+	ck_assert_uint_eq(store_free(&st), 64 - 8 - 7);
+	atomic_store(&release_gate, 1);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	store_check_full(&st);
+	ipm_pcache_destroy(pc);
+	store_destroy(&st);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------ */
 /* Stress: drains while owners hammer get/put                                */
 /* ------------------------------------------------------------------------ */
@@ -1058,6 +1136,7 @@ static Suite *pcache_suite(void)
 	tcase_add_test(tc, explicit_unregister_gives_back);
 	tcase_add_test(tc, destroy_releases_caches_of_live_threads);
 	tcase_add_test(tc, destroy_after_fini);
+	tcase_add_test(tc, drain_does_not_wait_for_owner_callbacks);
 	suite_add_tcase(s, tc);
 
 	tcase_add_test(noinit, create_before_init_fails);
