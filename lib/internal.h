@@ -256,6 +256,8 @@ void _ipm_wait_serve_end(struct ipm_thread *me);
 
 /* pcache.c: the unregistering thread gives its cached objects back. */
 void _ipm_pcache_thread_exit(int slot);
+/* Tests only: the lock word of @slot's cache, or NULL. */
+uint32_t *_ipm_pcache_lock_word(struct ipm_pcache *pc, int slot);
 
 /* barrier.c */
 void _ipm_membarrier_probe(void);

@@ -723,3 +723,14 @@ void _ipm_pcache_thread_exit(int slot)
 	}
 	pthread_mutex_unlock(&pcache_list_lock);
 }
+
+/* White-box tests: lets a test hold a cache's lock as an owner would. */
+uint32_t *_ipm_pcache_lock_word(struct ipm_pcache *pc, int slot)
+{
+	struct pc_cache *c;
+
+	if (!pc || slot < 0 || (unsigned)slot >= pc->nslots)
+		return NULL;
+	c = __atomic_load_n(&pc->caches[slot], __ATOMIC_ACQUIRE);
+	return c ? &c->lock : NULL;
+}
