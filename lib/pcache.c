@@ -207,18 +207,28 @@ static inline void pc_backoff(unsigned *spins)
  * Owner, contended: a drainer holds the lock, or waits for it.  Holding off
  * while drainer_waits is set keeps an owner that takes and drops its lock
  * in a tight loop (its line stays in its cache) from starving the drainer;
- * the hold-off is bounded (PC_HOLDOFF rounds) so that a drainer preempted
- * with the hint set delays the owner by microseconds, not a time slice.
+ * the hold-off is bounded (PC_HOLDOFF cpu_relax rounds, no system call) so
+ * that a drainer preempted with the hint set delays the owner by a few
+ * microseconds, not a time slice.  Only a lock actually held (by a drainer
+ * preempted inside its memcpy) makes the owner yield.
  */
 static __attribute__((noinline)) void pc_lock_owner_slow(struct pc_cache *c)
 {
 	unsigned spins = 0, holdoff = 0;
 
-	do {
-		while (IPM_LOAD(&c->lock) != PC_FREE ||
-		       (IPM_LOAD(&c->drainer_waits) && holdoff++ < PC_HOLDOFF))
+	for (;;) {
+		if (IPM_LOAD(&c->lock) != PC_FREE) {
 			pc_backoff(&spins);
-	} while (!pc_trylock(c, PC_OWNER));
+			continue;
+		}
+		if (IPM_LOAD(&c->drainer_waits) && holdoff < PC_HOLDOFF) {
+			holdoff++;
+			_ipm_cpu_relax();
+			continue;
+		}
+		if (pc_trylock(c, PC_OWNER))
+			return;
+	}
 }
 
 /* The owner's fast path: one load of its own line, one CAS. */
