@@ -177,7 +177,13 @@ __attribute__((noinline)) static void bl_put(struct bl *b, void *obj)
 	st_release(&store, c->objs + n, BATCH);
 }
 
-/* The owner flushes its own list (what "ask each owner" runs). */
+/*
+ * The owner flushes its own list (what "ask each owner" runs).  In
+ * IPM_MODE_SIGNAL it runs in the signal handler and takes the store's
+ * mutex: safe here only because the owners are idle (never inside the store
+ * or their list) when a drain is asked for; a real owner-only cache would
+ * need IPM_MODE_POLL, which is the other row of the table.
+ */
 static void bl_flush_self(int slot, void *info)
 {
 	struct bl_cache *c = bl.caches[slot];
