@@ -662,6 +662,167 @@ IPM_EXPORT int ipm_batch_flush(struct ipm_batch *b, unsigned flags);
  * Not async-signal-safe.
  */
 IPM_EXPORT void ipm_batch_destroy(struct ipm_batch *b);
+/* Remote-drainable per-thread caches                                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A pcache keeps objects of a user backing store (a pool of packet buffers,
+ * say) in small per-thread caches, like the kernel's per-CPU page lists:
+ * ipm_pcache_get() and ipm_pcache_put() work on the calling thread's cache
+ * and reach the store only in batches.  Any thread can empty the caches of
+ * other threads with ipm_pcache_drain() (for instance before resizing or
+ * freeing the pool): it takes each cache's lock itself, so the owners are
+ * never interrupted, signalled or woken, and caches that are empty are
+ * skipped without touching their lock.  Nothing is lost: objects of a thread
+ * that unregisters or exits go back to the store, ipm_pcache_destroy()
+ * gives back everything, and an object is never handed out twice.
+ *
+ * Statistics (struct ipm_stats): drains counts the per-thread caches that
+ * ipm_pcache_drain() and ipm_pcache_drain_node() emptied (empty caches,
+ * skipped, are not counted), drained_objects the objects they gave back.
+ * Objects given back by exiting threads and by ipm_pcache_destroy() are not
+ * counted.
+ *
+ * fork(): the child keeps every cache with its objects (drain or destroy
+ * them there as usual); objects the parent's other threads were holding are
+ * not in the child's pool.  The backing store's own locks are the
+ * application's to handle across fork().
+ */
+
+/**
+ * struct ipm_pcache_ops: the backing store of a pcache.
+ * @refill:  store up to @n objects in @objs[0 .. n) and return how many
+ *           (0 when the store is empty; never more than @n).
+ * @release: take back the @n objects of @objs (they are the caller's no
+ *           more).
+ *
+ * Both are called with @n <= the pcache's @batch (refill for a single
+ * object, with @n = 1, on behalf of an unregistered caller), from ordinary
+ * context, on the thread that called get/put, drain, destroy or
+ * ipm_thread_unregister() (or exited), possibly several at once: they must be
+ * MT-safe.  They may block briefly (take a mutex).  They must not call
+ * ipm_pcache_*() on the same pcache, create or destroy a pcache, or call
+ * ipm_thread_unregister(); a drain or an exiting thread holds internal
+ * mutexes while it calls @release.  They are never called with a per-thread
+ * cache lock held, so a drainer never waits for them.
+ */
+struct ipm_pcache_ops {
+	unsigned (*refill)(void *ctx, void **objs, unsigned n);
+	void     (*release)(void *ctx, void *const *objs, unsigned n);
+};
+
+/** A set of remote-drainable per-thread caches; see ipm_pcache_create(). */
+struct ipm_pcache;
+
+/**
+ * ipm_pcache_create: a pcache over the backing store @ops / @ctx.
+ * @ops:   the store's callbacks (copied); both must be set.
+ * @ctx:   passed to the callbacks.
+ * @high:  the most objects one thread's cache holds: a put that would take
+ *         a cache above @high releases @batch objects to the store.
+ * @batch: how many objects a refill asks for, and how many a full cache
+ *         releases; 1 <= @batch <= @high.
+ *
+ * A thread's cache is allocated lazily by the thread itself, on its first
+ * get or put, on its NUMA node (numa_alloc_local() when IPM_FEAT_NUMA, else
+ * first touch); it holds at most @high objects.
+ *
+ * Return: the pcache; NULL for NULL @ops or callbacks, @batch == 0, @batch >
+ * @high, @high > 2^24, out of memory, or before ipm_init().
+ * MT-safe; not async-signal-safe.
+ */
+IPM_EXPORT struct ipm_pcache *ipm_pcache_create(const struct ipm_pcache_ops *ops,
+						void *ctx, unsigned high,
+						unsigned batch);
+
+/**
+ * ipm_pcache_destroy: release every cached object to the store, free @pc.
+ *
+ * Call it when no thread uses @pc any more (no get or put running or to
+ * come); drains and exiting threads still running are waited for.  Works
+ * after ipm_fini() too (the caches of threads that were still registered at
+ * ipm_fini() are released here; until then they stay in @pc, and a thread
+ * given the same slot under a later ipm_init() uses them).  NULL is
+ * ignored.  Not async-signal-safe.
+ */
+IPM_EXPORT void ipm_pcache_destroy(struct ipm_pcache *pc);
+
+/**
+ * ipm_pcache_get: an object from the calling thread's cache.
+ *
+ * The fast path costs one uncontended compare-and-swap on the caller's own
+ * cache line and no system call.  An empty cache is refilled with up to
+ * @batch objects first (the refill callback runs without the cache lock:
+ * drainers never wait for it).  A caller that is not registered (or whose
+ * cache cannot be allocated) goes straight to the store, one object at a
+ * time.  A drainer holding the cache's lock makes the caller spin for the
+ * time of one copy of at most @high pointers.
+ *
+ * Return: the object; NULL when the store is empty (refill returned 0) or
+ * for a NULL @pc.
+ * MT-safe (each thread works on its own cache); NOT async-signal-safe: do
+ * not call it from a signal handler or from an ipm_func_t run in
+ * IPM_MODE_SIGNAL, nor from the pcache's own callbacks.
+ */
+IPM_EXPORT void *ipm_pcache_get(struct ipm_pcache *pc);
+
+/**
+ * ipm_pcache_put: give @obj back to the calling thread's cache.
+ *
+ * @obj must not be NULL, must have come from @pc's store (through any
+ * thread's get, or the store itself) and must not have been put since.  A cache above @high releases its @batch most
+ * recently put objects to the store (without the cache lock).  An
+ * unregistered caller releases @obj to the store directly.  A NULL @pc is
+ * ignored.  Same contexts as ipm_pcache_get(): NOT async-signal-safe.
+ */
+IPM_EXPORT void ipm_pcache_put(struct ipm_pcache *pc, void *obj);
+
+/**
+ * ipm_pcache_count: how many objects the cache of @slot holds now.
+ *
+ * A snapshot: the owner may change it at once.  Waits for a drain of @pc in
+ * progress.  Return: the count; 0 for a slot without a cache, out of range,
+ * or a NULL @pc.  MT-safe; not async-signal-safe.
+ */
+IPM_EXPORT unsigned ipm_pcache_count(const struct ipm_pcache *pc, int slot);
+
+/**
+ * ipm_pcache_drain: empty the caches of the threads in @mask, from the
+ * calling thread.
+ * @mask: the slots, or NULL for every thread that has a cache.
+ *
+ * For each slot, reads the cache's count and skips it when 0 without
+ * touching its lock; otherwise takes the cache's lock, moves the objects
+ * out, drops the lock and releases them to the store in batches of @batch.
+ * The owners are never signalled, interrupted or woken: their
+ * ipm_thread_stats and the process's signals_sent do not change.  An owner
+ * inside get/put at that moment holds the lock for a few instructions: the
+ * drainer spins briefly (and the owner's next get/put defers to it for a
+ * bounded time); an owner that was preempted while holding its lock is
+ * left for later, the other caches are drained, and the drainer comes back
+ * after short sleeps: a drain waits for such an owner to be scheduled
+ * again (forever, if it is stopped inside get/put), never for anything
+ * else, and never for a callback.  Every object put before the
+ * call began (its put happens-before the call) is released, unless its
+ * owner took it out again meanwhile; objects put during the call may stay
+ * cached.  Drains of the same @pc are serialised.  May be called by any
+ * thread, registered or not, including an owner (its own cache is drained
+ * like the others).  Counts drains and drained_objects.
+ *
+ * Return: how many objects were released (0 for a NULL @pc).
+ * MT-safe; not async-signal-safe; not from the pcache's callbacks.
+ */
+IPM_EXPORT unsigned ipm_pcache_drain(struct ipm_pcache *pc, const ipm_mask_t *mask);
+
+/**
+ * ipm_pcache_drain_node: ipm_pcache_drain() for the registered threads last
+ * seen on NUMA @node (see ipm_mask_set_node() for when a thread's node is
+ * sampled).  Allocates nothing.
+ *
+ * Return: how many objects were released; 0 for a NULL @pc, a @node < 0, or
+ * before ipm_init().  Same contexts as ipm_pcache_drain().
+ */
+IPM_EXPORT unsigned ipm_pcache_drain_node(struct ipm_pcache *pc, int node);
 
 #ifdef __cplusplus
 }

@@ -268,6 +268,10 @@ bool _ipm_escalate(struct ipm_thread *t, uint64_t since);
 
 /* batch.c: the thread of @slot unregisters (registry.c hook). */
 void _ipm_batch_thread_gone(int slot);
+/* pcache.c: the unregistering thread gives its cached objects back. */
+void _ipm_pcache_thread_exit(int slot);
+/* Tests only: the lock word of @slot's cache, or NULL. */
+uint32_t *_ipm_pcache_lock_word(struct ipm_pcache *pc, int slot);
 
 /* barrier.c */
 void _ipm_membarrier_probe(void);

@@ -253,6 +253,8 @@ int ipm_thread_unregister(void)
 
 	_ipm_rcu_synchronize();
 	_ipm_run_pending(t);
+	/* Last: nothing runs on the caller's behalf after it (pcache.c, D). */
+	_ipm_pcache_thread_exit(t->slot);
 
 	/* A late signal now finds no record and returns. */
 	_ipm_tls_self = NULL;
