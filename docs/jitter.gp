@@ -1,4 +1,4 @@
-# gnuplot docs/jitter.gp  (run from any directory) -> jitter.png
+# gnuplot docs/jitter.gp  (from the directory dpdk_style ran in) -> jitter.png
 dir = 'docs'
 set terminal pngcairo size 1000,600 noenhanced font 'sans,11'
 set output dir.'/jitter.png'

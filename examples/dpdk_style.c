@@ -729,7 +729,7 @@ static int write_plot(const char *dir, const struct result *n, const struct resu
 	if (!g)
 		return -errno;
 	fprintf(g,
-		"# gnuplot %s/jitter.gp  (run from any directory) -> jitter.png\n"
+		"# gnuplot %s/jitter.gp  (from the directory dpdk_style ran in) -> jitter.png\n"
 		"dir = '%s'\n"
 		"set terminal pngcairo size 1000,600 noenhanced font 'sans,11'\n"
 		"set output dir.'/jitter.png'\n"
