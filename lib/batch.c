@@ -117,6 +117,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "probes.h"
 
 #define SET_KEYS	IPM_BATCH_MAX_CAPACITY
 #define LOCK_SPINS	128	/* cpu_relax rounds before yielding on a set lock */
@@ -778,6 +779,7 @@ int ipm_batch_flush(struct ipm_batch *b, unsigned flags)
 			wait_applied(d, (unsigned)s, b->tickets[s]);
 	}
 
+	IPM_PROBE2(flush, ntargets + (self >= 0), b->nadded);
 	_ipm_count(IPM_C_BATCHES, 1);
 	_ipm_count(IPM_C_BATCH_KEYS, b->nadded);
 	_ipm_count(IPM_C_FULL_FLUSHES, (b->full ? 1 : 0) + collapsed);

@@ -59,6 +59,16 @@
  * Scenario D: the signal handler on an offline thread does nothing: the
  * work stays for ipm_thread_online() or for a claimer (a signal sent just
  * before the thread went offline must not run beside a claimer).
+ *
+ * Why the library never blocks its signal around its own code: the handler
+ * touches only the thread's lock-free list (each pop_all takes a disjoint
+ * set of work, so a handler that interrupts ipm_poll() or
+ * ipm_thread_online() halfway runs only what those have not taken), the
+ * owner-only counters, and the completion words.  The one list that is not
+ * lock-free, the kept list of a claimed thread, is left alone by the handler
+ * while it is non-empty (online() runs it first), and unregistration clears
+ * the thread's record pointer before it frees the record.  The handler
+ * never allocates, never locks, and restores errno.
  */
 #include <limits.h>
 #include <sched.h>
@@ -66,6 +76,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "probes.h"
 
 __ipm_tls unsigned _ipm_tls_in_handler;
 
@@ -104,6 +115,7 @@ static unsigned run_chain(struct cds_lfs_node *n, uint64_t *tctr, enum ipm_count
 		struct ipm_work *w = to_work(n);
 
 		next = n->next;
+		IPM_PROBE2(deliver, w->slot, w->req->func);
 		w->req->func(w->slot, w->req->info);
 		if (tctr)
 			IPM_STORE(tctr, IPM_LOAD(tctr) + 1);
@@ -139,6 +151,7 @@ void _ipm_signal_handler(int sig, siginfo_t *si, void *uctx)
 	(void)si;
 	(void)uctx;
 	if (t) {
+		IPM_PROBE1(signal, t->slot);
 		IPM_STORE(&t->stats.interrupts, IPM_LOAD(&t->stats.interrupts) + 1);
 		/* Scenario D; and ipm_thread_online() runs kept work first. */
 		if (!(IPM_LOAD(&t->state) & IPM_ST_OFFLINE) && !t->kept_head) {
@@ -234,6 +247,8 @@ static void unclaim(struct ipm_thread *t)
 
 static void run_remote(struct ipm_thread *t, struct ipm_work *w)
 {
+	IPM_PROBE2(send, w->slot, IPM_HOW_REMOTE);
+	IPM_PROBE2(deliver, w->slot, w->req->func);
 	w->req->func(w->slot, w->req->info);
 	IPM_STORE(&t->stats.remote_run, IPM_LOAD(&t->stats.remote_run) + 1);
 	_ipm_count(IPM_C_REMOTE_RUN, 1);
@@ -295,13 +310,16 @@ void _ipm_deliver(struct ipm_thread *t, struct ipm_work *w)
 	had = cds_lfs_push(&t->pending, &w->node);	/* full barrier B */
 	s = IPM_LOAD(&t->state);
 
-	if (s & IPM_ST_DEAD)
+	if (s & IPM_ST_DEAD) {
+		IPM_PROBE2(send, t->slot, IPM_HOW_DYING);
 		return;
+	}
 	if (s & IPM_ST_OFFLINE) {
 		if ((flags & IPM_REMOTE) && claim(t)) {
 			sweep_claimed(t);
 			unclaim(t);
 		} else {
+			IPM_PROBE2(send, t->slot, IPM_HOW_DEFERRED);
 			_ipm_count(IPM_C_DEFERRED, 1);
 		}
 		return;
@@ -314,12 +332,15 @@ void _ipm_deliver(struct ipm_thread *t, struct ipm_work *w)
 			if (!(flags & IPM_WAIT))
 				_ipm_watchdog_note();
 		}
+		IPM_PROBE2(send, t->slot, IPM_HOW_POLL);
 		return;
 	}
 	if (had) {
+		IPM_PROBE2(send, t->slot, IPM_HOW_COALESCED);
 		_ipm_count(IPM_C_SIGNALS_COALESCED, 1);
 		return;
 	}
+	IPM_PROBE2(send, t->slot, IPM_HOW_SIGNAL);
 	if (!_ipm_may_signal(t))
 		return;
 	if (_ipm_send_signal(t))

@@ -142,6 +142,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "probes.h"
 
 #define PC_FREE		0u
 #define PC_OWNER	1u
@@ -453,6 +454,7 @@ static unsigned drain_slot(struct ipm_pcache *pc, unsigned slot)
 	IPM_STORE(&c->count, 0);
 	pc_unlock(c);
 	if (n) {
+		IPM_PROBE2(drain, slot, n);
 		release_all(pc, pc->drain_buf, n);
 		_ipm_count(IPM_C_DRAINS, 1);
 		_ipm_count(IPM_C_DRAINED_OBJECTS, n);

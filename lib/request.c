@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "probes.h"
 
 /*
  * How long a waiter spins before it sleeps: twice the completion time this
@@ -116,6 +117,7 @@ static void req_put(struct ipm_req *r)
 /* The count reached zero; @old is the value before the final decrement. */
 static void req_finished(struct ipm_req *r, enum ipm_req_owner owner, uint32_t old)
 {
+	IPM_PROBE1(complete, r);
 	if (old & IPM_REQ_WAITERS)
 		_ipm_futex_wake(&r->pending, INT_MAX);
 	if (owner == IPM_REQ_REFCOUNTED)

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "probes.h"
 
 static struct {
 	pthread_mutex_t lock;	/* start/stop */
@@ -49,6 +50,7 @@ bool _ipm_escalate(struct ipm_thread *t, uint64_t since)
 					 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		return false;
 	_ipm_count(IPM_C_ESCALATIONS, 1);
+	IPM_PROBE1(escalate, t->slot);
 	if (!_ipm_may_signal(t))
 		return false;
 	return _ipm_send_signal(t) == 0;

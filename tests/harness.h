@@ -67,6 +67,9 @@ pid_t test_gettid(void);
 /* Sum of the RES and CAL rows of /proc/interrupts for @cpu (-1 on error). */
 long long irq_count(int cpu);
 
+/* Runs @s (Check, CK_NORMAL); the process exit status: 0 or 1. */
+int run_suite(Suite *s);
+
 /* Default test fixture: ipm_init with defaults; asserted. */
 void fixture_init(void);
 void fixture_fini(void);

@@ -198,8 +198,6 @@ int main(void)
 {
 	Suite *s = suite_create("barrier");
 	TCase *tc = tcase_create("litmus");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, barrier_forbids_store_buffering);
@@ -207,9 +205,5 @@ int main(void)
 	tcase_add_test(tc, signal_barrier_forbids_store_buffering);
 	tcase_add_test(tc, litmus_can_fail_without_the_barrier);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(s);
 }

@@ -146,17 +146,11 @@ int main(void)
 {
 	Suite *s = suite_create("fork");
 	TCase *tc = tcase_create("fork");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, fixture_init, fixture_fini);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, fork_child_sees_only_itself);
 	tcase_add_test(tc, fork_while_busy);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(s);
 }

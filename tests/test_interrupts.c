@@ -161,7 +161,7 @@ int main(void)
 {
 	Suite *s = suite_create("interrupts");
 	TCase *tc = tcase_create("proc");
-	SRunner *sr;
+
 	int failed, fd;
 
 	snprintf(noisy_marker, sizeof(noisy_marker), "/tmp/ipm-noisy-XXXXXX");
@@ -175,10 +175,7 @@ int main(void)
 	tcase_add_test(tc, library_interrupts_match_proc_interrupts);
 	tcase_add_test(tc, cond_false_cpu_sees_no_extra_interrupts);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	failed = run_suite(s);
 	if (!failed && access(noisy_marker, F_OK) == 0) {
 		unlink(noisy_marker);
 		return 77;	/* skipped: the machine was too busy to measure */

@@ -391,8 +391,6 @@ int main(void)
 {
 	Suite *s = suite_create("modes");
 	TCase *tc = tcase_create("modes");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, fixture_init, fixture_fini);
 	tcase_set_timeout(tc, 120);
@@ -406,9 +404,5 @@ int main(void)
 	tcase_add_test(tc, switching_to_signal_runs_what_polling_left);
 	tcase_add_test(tc, isolated_threads_are_never_signalled);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(s);
 }
