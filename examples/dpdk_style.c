@@ -50,6 +50,9 @@
  * share CPUs (the program says so), which adds scheduler gaps to both runs
  * alike.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE	/* CPU_SET, pthread_setaffinity_np */
+#endif
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
