@@ -61,6 +61,20 @@ for ex in examples/*.c; do
 		{ cat "$stage/$name.log"; echo "$name failed"; exit 1; }
 	tail -n 1 "$stage/$name.log"
 done
+# the DPDK EAL example, when libdpdk-dev is installed (no hugepages, no NIC)
+if pkg-config --exists libdpdk; then
+	# (libdpdk is the system's: no staging sysroot for it)
+	cc -std=gnu11 -Wall -Wextra -Werror examples/dpdk/dpdk_lcores.c \
+		$(pkg-config --cflags --libs ipimask) \
+		$(PKG_CONFIG_SYSROOT_DIR= pkg-config --cflags --libs libdpdk) -pthread \
+		-o "$stage/dpdk_lcores"
+	echo "-- dpdk_lcores (pkg-config build)"
+	LD_LIBRARY_PATH=$libdir "$stage/dpdk_lcores" --no-huge -m 256 --no-pci --no-shconf \
+		--no-telemetry --vdev=net_null0 --lcores=0@0,1@1,2@1 --log-level=lib.eal:error \
+		-- --seconds 1 >"$stage/dpdk_lcores.log" 2>&1 ||
+		{ cat "$stage/dpdk_lcores.log"; echo "dpdk_lcores failed"; exit 1; }
+	tail -n 1 "$stage/dpdk_lcores.log"
+fi
 unset PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR
 mkdir -p "$stage/consumer/subprojects"
 cp tests/consumer/meson.build tests/consumer/main.c "$stage/consumer/"
