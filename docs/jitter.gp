@@ -2,7 +2,7 @@
 dir = 'docs'
 set terminal pngcairo size 1000,600 noenhanced font 'sans,11'
 set output dir.'/jitter.png'
-set title "Polling loop gaps while a control thread flushes, invalidates, drains\n2 workers, 750 operations per run; signals handled: naive 1500, ipimask 0; RES+CAL: 1704 vs 120"
+set title "Polling loop gaps while a control thread flushes, invalidates, drains\n2 workers, 750 operations per run; signals handled: naive 1500, ipimask 0; RES+CAL on their CPUs: 751 vs 1"
 set logscale xy
 set xlabel 'loop gap (time between two iterations of the polling loop)'
 set ylabel 'loop iterations with a gap >= x (all workers)'

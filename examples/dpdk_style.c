@@ -715,8 +715,12 @@ static int write_plot(const char *dir, const struct result *n, const struct resu
 			return -errno;
 		uint64_t total = 0, sum[NBUCKET] = { 0 };
 		for (int i = 0; i < nworkers; i++) {
+			bool seen = false;	/* count a CPU shared by workers once */
+			for (int q = 0; q < i; q++)
+				seen |= W[q].cpu == W[i].cpu;
 			total += rs[j]->iters[i];
-			irq[j] += rs[j]->irq[i];
+			if (!seen)
+				irq[j] += rs[j]->irq[i];
 			intr[j] += rs[j]->interrupts[i];
 			for (unsigned k = 0; k < NBUCKET; k++)
 				sum[k] += rs[j]->hist[i][k];
@@ -744,7 +748,7 @@ static int write_plot(const char *dir, const struct result *n, const struct resu
 		"set output dir.'/jitter.png'\n"
 		"set title \"Polling loop gaps while a control thread flushes, invalidates, drains\\n"
 		"%d workers, %lu operations per run; signals handled: naive %lu, ipimask %lu; "
-		"RES+CAL: %lu vs %lu\"\n"
+		"RES+CAL on their CPUs: %lu vs %lu\"\n"
 		"set logscale xy\n"
 		"set xlabel 'loop gap (time between two iterations of the polling loop)'\n"
 		"set ylabel 'loop iterations with a gap >= x (all workers)'\n"
