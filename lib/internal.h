@@ -119,8 +119,8 @@ struct ipm_work {
 #define IPM_WORK_KICK_FAILED	2u	/* tgkill failed: the waiter retries */
 
 #define IPM_REQ_WAITERS	0x80000000u	/* someone sleeps on req->pending */
-#define IPM_REQ_COUNT	0x7fffffffu
-#define IPM_REQ_BIAS	0x40000000u	/* held while the sender still sends */
+#define IPM_REQ_WOKEN	0x40000000u	/* the last runner is done with the request */
+#define IPM_REQ_COUNT	0x3fffffffu
 
 enum ipm_req_owner {
 	IPM_REQ_STACK,		/* synchronous: owned by the waiting caller */
