@@ -5,7 +5,7 @@
  *
  *   ipm-bench <scenario> [--iters N] [--threads N] [--seconds S] [--cpus a,b]
  *             [--rounds R]
- *   scenarios: rtt-signal rtt-poll barrier scale all
+ *   scenarios: rtt-signal rtt-poll barrier scale targets inval pcache all
  *
  * Every figure is a ratio against its baseline measured in the same run:
  * the variants of a scenario run in alternating rounds (A B C A B C ...),
@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -46,6 +47,16 @@
 #include <unistd.h>
 
 #include "ipimask.h"
+
+#ifdef IPM_BENCH_HAVE_URCU
+#include <urcu/urcu-memb.h>
+#endif
+#ifdef IPM_BENCH_HAVE_DPDK
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_mempool.h>
+#endif
 
 #define CACHELINE	64
 #define MAXCPU		1024
@@ -83,8 +94,15 @@ static void usage(FILE *f)
 		"scenarios:\n"
 		"  rtt-signal  cache-line RTT vs pthread_kill+ack vs ipm_on_thread (SIGNAL mode)\n"
 		"  rtt-poll    cache-line RTT vs ipm_on_thread to a polling thread; empty ipm_poll()\n"
-		"  barrier     ipm_barrier_mask (1 target) vs membarrier vs the signal barrier\n"
+		"  barrier     ipm_barrier_mask (1 target) vs membarrier vs the signal barrier;\n"
+		"              peers: urcu-memb synchronize_rcu, the mprotect TLB-shootdown trick\n"
 		"  scale       ipm_on_thread with 8 vs 1024 registered threads; footprint\n"
+		"  targets     1 of N vs broadcast to N vs cond k of N vs tgkill to N (non-targets: 0 interrupts)\n"
+		"  inval       batched vs per-key invalidation (ipm_batch), interrupts per key\n"
+		"              (--threads: workers, --iters: keys)\n"
+		"  pcache      ipm_pcache get/put vs an owner-only free list; remote drain vs asking owners\n"
+		"              (--threads: owners, --iters: get/put pairs, --rounds: drain rounds)\n"
+		"  mempool     ipm_pcache vs DPDK rte_mempool per-lcore cache, get/put (needs libdpdk)\n"
 		"  all         every scenario above, each in its own process\n");
 }
 
@@ -285,6 +303,7 @@ struct target {
 	_Alignas(CACHELINE) _Atomic uint64_t hb;	/* heartbeat, if beat */
 	_Alignas(CACHELINE) _Atomic int want;		/* T_* asked for */
 	bool beat;					/* bump hb in the loop */
+	bool rcu_reader;				/* urcu-memb reader (barrier peers) */
 	_Atomic int have;				/* T_* applied */
 	_Atomic int slot;
 	_Atomic int stop;
@@ -303,6 +322,10 @@ static void *target_main(void *arg)
 	if (t->cpu >= 0 && (r = pin_self(t->cpu)))
 		die("sched_setaffinity (target)", r);
 	t->tid = gettid();
+#ifdef IPM_BENCH_HAVE_URCU
+	if (t->rcu_reader)
+		urcu_memb_register_thread();
+#endif
 	atomic_store(&t->ready, 1);
 	while (!atomic_load_explicit(&t->stop, memory_order_relaxed)) {
 		int want = atomic_load_explicit(&t->want, memory_order_acquire);
@@ -335,11 +358,23 @@ static void *target_main(void *arg)
 		if (t->beat)
 			atomic_store_explicit(&t->hb, atomic_load_explicit(&t->hb,
 					      memory_order_relaxed) + 1, memory_order_relaxed);
+#ifdef IPM_BENCH_HAVE_URCU
+		if (t->rcu_reader) {	/* a reader, as the application's would be */
+			urcu_memb_read_lock();
+			urcu_memb_read_unlock();
+		}
+#endif
 	}
+#ifdef IPM_BENCH_HAVE_URCU
+	if (t->rcu_reader)
+		urcu_memb_unregister_thread();
+#endif
 	if (cur != T_UNREG)
 		ipm_thread_unregister();
 	return NULL;
 }
+
+static bool targets_rcu_readers;	/* barrier: spinners are urcu readers */
 
 static void target_start(struct target *t, int cpu, bool beat)
 {
@@ -348,6 +383,7 @@ static void target_start(struct target *t, int cpu, bool beat)
 	memset(t, 0, sizeof(*t));
 	t->cpu = cpu;
 	t->beat = beat;
+	t->rcu_reader = targets_rcu_readers;
 	atomic_store(&t->slot, -1);
 	r = pthread_create(&t->th, NULL, target_main, t);
 	if (r)
@@ -976,6 +1012,31 @@ static void op_membarrier(void *ctx)
 		die("membarrier", errno);
 }
 
+#ifdef IPM_BENCH_HAVE_URCU
+/* Peer: liburcu's grace period (urcu-memb: membarrier to every CPU running
+ * the process, then waits for the spinners, registered readers). */
+static void op_urcu_sync(void *ctx)
+{
+	(void)ctx;
+	urcu_memb_synchronize_rcu();
+}
+#endif
+
+/* Peer: the mprotect trick (what .NET's FlushProcessWriteBuffers and old
+ * JVMs do): making a dirty page read-only forces a TLB shootdown, an IPI to
+ * every CPU that runs the process, each of which executes a barrier. */
+static char *mprotect_page;
+
+static void op_mprotect(void *ctx)
+{
+	(void)ctx;
+	if (mprotect(mprotect_page, 4096, PROT_READ | PROT_WRITE))
+		die("mprotect", errno);
+	*(volatile char *)mprotect_page = 1;	/* dirty: the PTE must be flushed */
+	if (mprotect(mprotect_page, 4096, PROT_READ))
+		die("mprotect", errno);
+}
+
 static int nspin;
 static struct target *spin;
 
@@ -1066,11 +1127,12 @@ static int scen_barrier(void)
 	int rounds = opt.rounds ? opt.rounds : 100, done, r, i, c, ncpu = 0;
 	int cpus[CPU_SETSIZE], bi = 0;
 	long per, warm;
-	static struct variant vm, vx, vs;
+	static struct variant vm, vx, vs, vr, vp;
 	struct barrier_ctx bc = { 0 };
-	double ratio_x, ratio_s, nt_m = 0, nt_x = 0, nt_s = 0;
+	double ratio_x, ratio_s, ratio_r = 0, ratio_p, nt_m = 0, nt_x = 0, nt_s = 0, nt_r = 0, nt_p = 0;
 	uint64_t start;
-	struct variant *all[3] = { &vm, &vx, &vs };
+	struct variant *all[5] = { &vm, &vx, &vs, &vp, &vr };
+	int nall = 4;
 
 	for (c = 0; c < CPU_SETSIZE; c++)
 		if (CPU_ISSET(c, &orig_cpus)) {
@@ -1082,6 +1144,13 @@ static int scen_barrier(void)
 	spin = aligned_alloc(CACHELINE, sizeof(*spin) * (size_t)nspin);
 	if (!spin)
 		die("aligned_alloc", ENOMEM);
+	mprotect_page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mprotect_page == MAP_FAILED)
+		die("mmap", errno);
+#ifdef IPM_BENCH_HAVE_URCU
+	targets_rcu_readers = true;	/* the urcu peer needs readers to wait for */
+	nall = 5;
+#endif
 
 	/* ipm_init (membarrier registration) before any thread exists. */
 	if ((r = init_lib(0, 0)))
@@ -1098,6 +1167,12 @@ static int scen_barrier(void)
 			       .ctx = NULL, .hb = &spin[0].hb };
 	vs = (struct variant){ .name = "ipm_barrier_mask NO_MEMBAR", .op = op_ipm_barrier,
 			       .ctx = &bc, .hb = &spin[0].hb };
+	vp = (struct variant){ .name = "mprotect RW->RO (TLB IPI)", .op = op_mprotect,
+			       .ctx = NULL, .hb = &spin[0].hb };
+#ifdef IPM_BENCH_HAVE_URCU
+	vr = (struct variant){ .name = "urcu-memb synchronize_rcu", .op = op_urcu_sync,
+			       .ctx = NULL, .hb = &spin[0].hb };
+#endif
 	per = iters / rounds > 0 ? iters / rounds : 1;
 	warm = per / 10 > 100 ? 100 : per / 10;
 	start = now_ns();
@@ -1107,6 +1182,10 @@ static int scen_barrier(void)
 		vm.stats_slot = vx.stats_slot = atomic_load(&spin[0].slot);
 		run_segment(&vm, per, warm);
 		run_segment(&vx, per, warm);
+		run_segment(&vp, per, warm);
+#ifdef IPM_BENCH_HAVE_URCU
+		run_segment(&vr, per, warm);
+#endif
 		barrier_phase_end(&bc);
 		barrier_phase_begin(IPM_CFG_NO_MEMBARRIER, &bc);
 		vs.stats_slot = atomic_load(&spin[0].slot);
@@ -1141,12 +1220,17 @@ static int scen_barrier(void)
 
 	ratio_x = round_ratio(&vm, &vx);
 	ratio_s = round_ratio(&vm, &vs);
+	ratio_p = round_ratio(&vm, &vp);
+	if (nall > 4)
+		ratio_r = round_ratio(&vm, &vr);
 	for (c = 0; c < ncpus_present; c++) {
 		if (c == opt.cpu_b)
 			continue;
 		nt_m += v_irq(&vm, c);
 		nt_x += v_irq(&vx, c);
 		nt_s += v_irq(&vs, c);
+		nt_p += v_irq(&vp, c);
+		nt_r += v_irq(&vr, c);
 	}
 	if ((r = init_lib(0, 0)))	/* for ipm_features() in the header line */
 		die("ipm_init", r);
@@ -1155,9 +1239,9 @@ static int scen_barrier(void)
 	print_machine();
 	ipm_fini();
 	print_header();
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < nall; i++)
 		print_row(all[i], opt.cpu_b, opt.cpu_a);
-	print_cpu_table(all, 3);
+	print_cpu_table(all, nall);
 	printf("ops during which the target spinner did not run (not timed; the kernel rightly "
 	       "skips a CPU that does not run the process): ipm %.1f%%, membarrier %.1f%%, "
 	       "signal %.1f%%\n", 100.0 * (double)vm.off / (double)vm.ops,
@@ -1179,6 +1263,10 @@ static int scen_barrier(void)
 	printf("ratio ipm_barrier_mask/membarrier = %.3f, ipm_barrier_mask/signal barrier = %.3f; "
 	       "non-target CPU interrupts per op: ipm %.3f, membarrier %.3f, signal %.3f\n",
 	       ratio_x, ratio_s, nt_m, nt_x, nt_s);
+	printf("peers: ipm_barrier_mask/mprotect = %.3f (mprotect median %llu ns, target-CPU irq/op %.3f, "
+	       "non-target %.3f); ipm_barrier_mask/synchronize_rcu = %.3f (%s)\n", ratio_p,
+	       (unsigned long long)v_median(&vp), v_irq(&vp, opt.cpu_b), nt_p, ratio_r,
+	       nall > 4 ? "urcu-memb, spinners registered as readers" : "liburcu-memb not found at build time");
 	printf("SUMMARY scenario=barrier threads=%d rounds=%d ops=%lld ipm_med_ns=%llu "
 	       "ipm_p99_ns=%llu membarrier_med_ns=%llu membarrier_p99_ns=%llu "
 	       "signal_med_ns=%llu signal_p99_ns=%llu ratio=%.3f ratio_signal=%.3f "
@@ -1190,7 +1278,10 @@ static int scen_barrier(void)
 	       "signal_off_pct=%.1f ipm_timed=%zu membarrier_timed=%zu signal_timed=%zu "
 	       "ipm_irq_per_timed_op=%.3f membarrier_irq_per_timed_op=%.3f "
 	       "signal_irq_per_timed_op=%.3f empty_ns_64=%.0f empty_ns_1024=%.0f empty_ns_8192=%.0f "
-	       "empty_ns_65536=%.0f goal=1.25 goal_met=%d\n",
+	       "empty_ns_65536=%.0f mprotect_med_ns=%llu ratio_mprotect=%.3f "
+	       "mprotect_irq_target_per_op=%.3f mprotect_irq_nontarget_per_op=%.3f urcu_med_ns=%llu "
+	       "ratio_urcu=%.3f urcu_irq_target_per_op=%.3f urcu_irq_nontarget_per_op=%.3f "
+	       "goal=1.25 goal_met=%d\n",
 	       nspin, done, vm.ops, (unsigned long long)v_median(&vm),
 	       (unsigned long long)v_p99(&vm), (unsigned long long)v_median(&vx),
 	       (unsigned long long)v_p99(&vx), (unsigned long long)v_median(&vs),
@@ -1200,6 +1291,8 @@ static int scen_barrier(void)
 	       per_op(&vs, vs.dst.signals_sent), 100.0 * (double)vm.off / (double)vm.ops,
 	       100.0 * (double)vx.off / (double)vx.ops, 100.0 * (double)vs.off / (double)vs.ops,
 	       vm.n, vx.n, vs.n, irq_per_on(&vm), irq_per_on(&vx), irq_per_on(&vs), scan_ns[0], scan_ns[1], scan_ns[2], scan_ns[3],
+	       (unsigned long long)v_median(&vp), ratio_p, v_irq(&vp, opt.cpu_b), nt_p,
+	       (unsigned long long)(nall > 4 ? v_median(&vr) : 0), ratio_r, v_irq(&vr, opt.cpu_b), nt_r,
 	       vm.n && vx.n && ratio_x > 0 && ratio_x <= 1.25 && nt_m <= nt_x + 0.05);
 	free(spin);
 	return 0;
@@ -1437,7 +1530,506 @@ static int scen_scale(void)
 /* registration want a process without threads)                              */
 /* ------------------------------------------------------------------------ */
 
-static const char *const scenarios[] = { "rtt-signal", "rtt-poll", "barrier", "scale" };
+
+/* ------------------------------------------------------------------------ */
+/* Scenario: targets (1 of N vs broadcast, cond k of N, naive broadcast)     */
+/* ------------------------------------------------------------------------ */
+
+#define TG_MAX	256
+
+static int tg_n, tg_k;
+static struct target *tg;
+static bool tg_sel[TG_MAX * 4];			/* by slot: cond holds */
+static ipm_mask_t *tg_all;
+static _Alignas(CACHELINE) _Atomic long long tg_hand;	/* naive handler runs */
+
+static void tg_handler(int sig)
+{
+	(void)sig;
+	atomic_fetch_add_explicit(&tg_hand, 1, memory_order_release);
+}
+
+static bool tg_cond(int slot, void *info)
+{
+	(void)info;
+	return slot >= 0 && slot < (int)(sizeof(tg_sel) / sizeof(tg_sel[0])) && tg_sel[slot];
+}
+
+static void tg_check(int r, const char *what, int want)
+{
+	if (r < 0)
+		die(what, r);
+	if (r != want) {
+		fprintf(stderr, "ipm-bench: %s reached %d threads, expected %d\n", what, r, want);
+		exit(1);
+	}
+}
+
+static void op_tg_one(void *ctx)
+{
+	(void)ctx;
+	tg_check(ipm_on_thread(atomic_load_explicit(&tg[0].slot, memory_order_relaxed), noop_func,
+			       NULL, IPM_WAIT), "ipm_on_thread", 1);
+}
+
+static void op_tg_bcast(void *ctx)
+{
+	(void)ctx;
+	tg_check(ipm_on_each_thread_mask(tg_all, noop_func, NULL, IPM_WAIT),
+		 "ipm_on_each_thread_mask", tg_n);
+}
+
+static void op_tg_cond(void *ctx)
+{
+	(void)ctx;
+	tg_check(ipm_on_each_thread_cond(tg_cond, noop_func, NULL, IPM_WAIT),
+		 "ipm_on_each_thread_cond", tg_k);
+}
+
+/* What a runtime does by hand: tgkill every thread, wait for every handler. */
+static void op_tg_naive(void *ctx)
+{
+	long long want = atomic_load(&tg_hand) + tg_n;
+	pid_t pid = getpid();
+	int i;
+
+	(void)ctx;
+	for (i = 0; i < tg_n; i++)
+		if (syscall(SYS_tgkill, pid, tg[i].tid, SIGRTMIN + 3))
+			die("tgkill", errno);
+	while (atomic_load_explicit(&tg_hand, memory_order_acquire) < want)
+		cpu_relax();
+}
+
+struct tg_count {
+	double tgt, non;	/* library interrupts on targets / non-targets */
+	double skipped;		/* cond_skipped */
+	long long ops;
+};
+
+static void tg_snap(uint64_t *per, uint64_t *skipped)
+{
+	struct ipm_stats st;
+	int i;
+
+	for (i = 0; i < tg_n; i++) {
+		struct ipm_thread_stats ts;
+
+		per[i] = ipm_thread_stats_get(atomic_load(&tg[i].slot), &ts) ? 0 : ts.interrupts;
+	}
+	ipm_stats_get(&st);
+	*skipped = st.cond_skipped;
+}
+
+/* One segment of @v, with the targets' library interrupt counters. */
+static void tg_segment(struct variant *v, long n, int ntgt, struct tg_count *c)
+{
+	uint64_t a[TG_MAX], b[TG_MAX], sa, sb;
+	int i;
+
+	tg_snap(a, &sa);
+	run_segment(v, n, 0);
+	tg_snap(b, &sb);
+	for (i = 0; i < tg_n; i++)
+		if (i < ntgt)
+			c->tgt += (double)(b[i] - a[i]);
+		else
+			c->non += (double)(b[i] - a[i]);
+	c->skipped += (double)(sb - sa);
+	c->ops += n;
+}
+
+/* Interrupts (RES+CAL+TLB) per op, every CPU. */
+static double v_irq_all(const struct variant *v)
+{
+	double s = 0;
+	int c;
+
+	for (c = 0; c < ncpus_present; c++)
+		s += v_irq(v, c);
+	return s;
+}
+
+static int scen_targets(void)
+{
+	long iters = opt.iters ? opt.iters : 200;
+	int rounds = opt.rounds ? opt.rounds : 10, done, r, i, c, ncpu = 0, cpus[CPU_SETSIZE];
+	static struct variant v1, vb, vc, vn;
+	struct tg_count c1 = { 0 }, cb = { 0 }, cc = { 0 }, cn = { 0 };
+	struct variant *all[4] = { &v1, &vc, &vb, &vn };
+	struct sigaction sa;
+	long per;
+	uint64_t start;
+	double r_b1, r_nb, r_cb;
+	bool ok;
+
+	for (c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &orig_cpus) && c != opt.cpu_a)
+			cpus[ncpu++] = c;
+	tg_n = opt.threads > 0 ? opt.threads : (ncpu < 4 ? 4 : ncpu);
+	if (tg_n > TG_MAX)
+		tg_n = TG_MAX;
+	tg_k = tg_n / 2 > 0 ? tg_n / 2 : 1;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = tg_handler;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGRTMIN + 3, &sa, NULL))
+		die("sigaction", errno);
+	if ((r = init_lib(0, 0)))
+		die("ipm_init", r);
+	if (ipm_signo() == SIGRTMIN + 3)
+		die("ipm_signo collides with the hand-written signal", EBUSY);
+	tg = aligned_alloc(CACHELINE, sizeof(*tg) * (size_t)tg_n);
+	if (!tg)
+		die("aligned_alloc", ENOMEM);
+	for (i = 0; i < tg_n; i++)
+		target_start(&tg[i], cpus[i % ncpu], false);
+	for (i = 0; i < tg_n; i++)
+		target_set(&tg[i], T_SIGNAL);
+	tg_all = ipm_mask_alloc();
+	if (!tg_all)
+		die("ipm_mask_alloc", ENOMEM);
+	for (i = 0; i < tg_n; i++) {
+		int sl = atomic_load(&tg[i].slot);
+
+		ipm_mask_set(tg_all, sl);
+		if (i < tg_k && sl < (int)(sizeof(tg_sel) / sizeof(tg_sel[0])))
+			tg_sel[sl] = true;
+	}
+	v1 = (struct variant){ .name = "ipm_on_thread (1 of N)", .op = op_tg_one, .stats_slot = -1 };
+	vc = (struct variant){ .name = "ipm cond (k of N)", .op = op_tg_cond, .stats_slot = -1 };
+	vb = (struct variant){ .name = "ipm mask (N of N)", .op = op_tg_bcast, .stats_slot = -1 };
+	vn = (struct variant){ .name = "tgkill to N + wait", .op = op_tg_naive, .stats_slot = -1,
+			       .own = &tg_hand };
+	per = iters / rounds > 0 ? iters / rounds : 1;
+	for (i = 0; i < 4; i++)		/* warm-up */
+		for (c = 0; c < 10; c++)
+			all[i]->op(NULL);
+	start = now_ns();
+	for (done = 0; more_rounds(done, rounds, start); done++) {
+		tg_segment(&v1, per, 1, &c1);
+		tg_segment(&vc, per, tg_k, &cc);
+		tg_segment(&vb, per, tg_n, &cb);
+		tg_segment(&vn, per, tg_n, &cn);
+	}
+	r_b1 = round_ratio(&vb, &v1);
+	r_cb = round_ratio(&vc, &vb);
+	r_nb = round_ratio(&vn, &vb);
+	printf("== targets: N=%d spinning threads (IPM_MODE_SIGNAL) on CPU(s) other than the "
+	       "caller's (CPU %d), k=%d for cond; %d rounds x %ld ops\n", tg_n, opt.cpu_a, tg_k,
+	       done, per);
+	print_machine();
+	if (tg_n > ncpu)
+		printf("# %d spinners share %d CPU(s): an op waits until every target was scheduled, "
+		       "so times include time slices; interrupt counts are exact\n", tg_n, ncpu);
+	printf("%-24s %7s %10s %10s %12s %14s %12s %12s\n", "variant", "ops", "median_ns", "p99_ns",
+	       "irq/op all", "lib_intr tgt", "lib_intr non", "skipped/op");
+	for (i = 0; i < 4; i++) {
+		struct tg_count *k = i == 0 ? &c1 : i == 1 ? &cc : i == 2 ? &cb : &cn;
+		double tgt = k->ops ? k->tgt / (double)k->ops : 0, non = k->ops ? k->non / (double)k->ops : 0;
+
+		if (all[i] == &vn)	/* the naive handler's own count: all N */
+			tgt = per_op(&vn, (uint64_t)vn.down);
+		printf("%-24s %7lld %10llu %10llu %12.3f %14.3f %12.3f %12.2f\n", all[i]->name,
+		       all[i]->ops, (unsigned long long)v_median(all[i]),
+		       (unsigned long long)v_p99(all[i]), v_irq_all(all[i]), tgt, non,
+		       k->ops ? k->skipped / (double)k->ops : 0);
+	}
+	printf("lib_intr: signals handled per op by the targets / by the other spinners "
+	       "(ipm_thread_stats); irq/op all: RES+CAL+TLB per op over every CPU\n");
+	printf("ratios (median of per-round medians): broadcast/1-target %.2f, cond k-of-N/broadcast "
+	       "%.2f, naive tgkill broadcast/ipm broadcast %.2f\n", r_b1, r_cb, r_nb);
+	ok = c1.non == 0 && cc.non == 0 && c1.ops && cc.ops &&
+	     cc.skipped == (double)cc.ops * (tg_n - tg_k);
+	printf("SUMMARY scenario=targets threads=%d k=%d rounds=%d ops=%lld one_med_ns=%llu "
+	       "cond_med_ns=%llu bcast_med_ns=%llu naive_med_ns=%llu ratio_bcast_one=%.3f "
+	       "ratio_cond_bcast=%.3f ratio_naive_bcast=%.3f one_lib_intr_target_per_op=%.3f "
+	       "one_lib_intr_nontarget_per_op=%.3f cond_lib_intr_target_per_op=%.3f "
+	       "cond_lib_intr_nontarget_per_op=%.3f cond_skipped_per_op=%.2f "
+	       "bcast_lib_intr_per_op=%.3f naive_handler_per_op=%.3f one_irq_per_op=%.3f "
+	       "cond_irq_per_op=%.3f bcast_irq_per_op=%.3f naive_irq_per_op=%.3f "
+	       "goal=nontarget_interrupts_0 goal_met=%d\n",
+	       tg_n, tg_k, done, v1.ops, (unsigned long long)v_median(&v1),
+	       (unsigned long long)v_median(&vc), (unsigned long long)v_median(&vb),
+	       (unsigned long long)v_median(&vn), r_b1, r_cb, r_nb,
+	       c1.tgt / (double)c1.ops, c1.non / (double)c1.ops, cc.tgt / (double)cc.ops,
+	       cc.non / (double)cc.ops, cc.skipped / (double)cc.ops, cb.tgt / (double)cb.ops,
+	       per_op(&vn, (uint64_t)vn.down), v_irq_all(&v1), v_irq_all(&vc), v_irq_all(&vb),
+	       v_irq_all(&vn), ok);
+	for (i = 0; i < tg_n; i++)
+		target_stop(&tg[i]);
+	ipm_mask_free(tg_all);
+	ipm_fini();
+	free(tg);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scenarios inval and pcache: the branches' programs, same CLI and SUMMARY  */
+/* ------------------------------------------------------------------------ */
+
+int ipm_bench_inval_main(int argc, char **argv);
+int ipm_bench_pcache_main(int argc, char **argv);
+
+/* Value of @key= in @line, or @dflt. */
+static double kv(const char *line, const char *key, double dflt)
+{
+	size_t n = strlen(key);
+	const char *p = line;
+
+	while ((p = strstr(p, key))) {
+		if ((p == line || p[-1] == ' ') && p[n] == '=')
+			return atof(p + n + 1);
+		p += n;
+	}
+	return dflt;
+}
+
+/*
+ * Runs @fn (a renamed main) in a child with stdout on a pipe; copies its
+ * output, and rewrites its SUMMARY line into "SUMMARY scenario=<name> ...
+ * goal=... goal_met=0|1".
+ */
+static int run_sub(const char *name, int (*fn)(int, char **), char **av, int ac)
+{
+	int fd[2], status;
+	pid_t pid;
+	FILE *f;
+	char *line = NULL;
+	size_t cap = 0;
+	bool met = false, seen = false;
+
+	fflush(stdout);
+	if (pipe(fd))
+		die("pipe", errno);
+	pid = fork();
+	if (pid < 0)
+		die("fork", errno);
+	if (pid == 0) {
+		close(fd[0]);
+		dup2(fd[1], 1);
+		close(fd[1]);
+		setvbuf(stdout, NULL, _IOLBF, 0);
+		/* the program places its threads itself: every CPU we may use */
+		sched_setaffinity(0, sizeof(orig_cpus), &orig_cpus);
+		exit(fn(ac, av));
+	}
+	close(fd[1]);
+	f = fdopen(fd[0], "r");
+	if (!f)
+		die("fdopen", errno);
+	while (getline(&line, &cap, f) > 0) {
+		if (strncmp(line, "SUMMARY ", 8)) {
+			fputs(line, stdout);
+			continue;
+		}
+		line[strcspn(line, "\n")] = '\0';
+		seen = true;
+		if (!strcmp(name, "inval")) {
+			met = kv(line, "lib_reduction", 0) >= 30.0;
+			printf("SUMMARY scenario=inval %s goal=lib_reduction>=30 goal_met=%d\n",
+			       line + 8, met);
+		} else {
+			double pr = kv(line, "pair_ratio", 1e9), sp = kv(line, "speedup_signal", 0),
+			       spp = kv(line, "speedup_poll", 0);
+
+			met = pr <= 1.10 && sp >= 10.0 && spp >= 10.0;
+			printf("SUMMARY scenario=pcache %s goal=pair_ratio<=1.10,speedup>=10 goal_met=%d\n",
+			       line + 8, met);
+		}
+	}
+	free(line);
+	fclose(f);
+	if (waitpid(pid, &status, 0) < 0)
+		die("waitpid", errno);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !seen) {
+		fprintf(stderr, "ipm-bench: %s failed (status 0x%x)\n", name, status);
+		return 1;
+	}
+	return 0;
+}
+
+/* ipm-bench's CLI translated: --threads -> workers/owners, --iters -> keys /
+ * iterations, --rounds -> rounds. */
+static int scen_inval(void)
+{
+	char w[32], k[32], *av[8] = { "inval" };
+	int ac = 1;
+
+	if (opt.threads > 0) {
+		snprintf(w, sizeof(w), "%d", opt.threads);
+		av[ac++] = "-w";
+		av[ac++] = w;
+	}
+	if (opt.iters > 0) {
+		snprintf(k, sizeof(k), "%ld", opt.iters);
+		av[ac++] = "-k";
+		av[ac++] = k;
+	}
+	av[ac] = NULL;
+	return run_sub("inval", ipm_bench_inval_main, av, ac);
+}
+
+static int scen_pcache(void)
+{
+	char t[32], it[32], r[32], *av[10] = { "pcache" };
+	int ac = 1;
+
+	if (!opt.iters && !opt.rounds)
+		av[ac++] = "-q";	/* the quick version, as the branch's benchmark() ran */
+	if (opt.threads > 0) {
+		snprintf(t, sizeof(t), "%d", opt.threads);
+		av[ac++] = "-t";
+		av[ac++] = t;
+	}
+	if (opt.iters > 0) {
+		snprintf(it, sizeof(it), "%ld", opt.iters);
+		av[ac++] = "-i";
+		av[ac++] = it;
+	}
+	if (opt.rounds > 0) {
+		snprintf(r, sizeof(r), "%d", opt.rounds);
+		av[ac++] = "-r";
+		av[ac++] = r;
+	}
+	av[ac] = NULL;
+	return run_sub("pcache", ipm_bench_pcache_main, av, ac);
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* Scenario: mempool (DPDK rte_mempool per-lcore caches vs ipm_pcache)       */
+/* ------------------------------------------------------------------------ */
+
+#ifdef IPM_BENCH_HAVE_DPDK
+#define MP_N		8191
+#define MP_CACHE	256
+#define MP_BURST	32
+
+static struct rte_mempool *mp_bare, *mp_cached;
+
+static unsigned mp_refill(void *ctx, void **objs, unsigned n)
+{
+	(void)ctx;
+	while (n > 0 && rte_mempool_get_bulk(mp_bare, objs, n) != 0)
+		n /= 2;
+	return n;
+}
+
+static void mp_release(void *ctx, void *const *objs, unsigned n)
+{
+	(void)ctx;
+	rte_mempool_put_bulk(mp_bare, (void *const *)objs, n);
+}
+
+static const struct ipm_pcache_ops mp_ops = { mp_refill, mp_release };
+
+/* ns per object for @n get+put pairs (burst: MP_BURST gets then puts). */
+static double mp_time(struct ipm_pcache *pc, bool burst, long n)
+{
+	void *o[MP_BURST];
+	uint64_t t0 = now_ns();
+	long i;
+	int j, b = burst ? MP_BURST : 1;
+
+	for (i = 0; i < n / b; i++) {
+		if (pc) {
+			for (j = 0; j < b; j++)
+				o[j] = ipm_pcache_get(pc);
+			for (j = b - 1; j >= 0; j--)
+				ipm_pcache_put(pc, o[j]);
+		} else {
+			if (rte_mempool_get_bulk(mp_cached, o, (unsigned)b))
+				die("rte_mempool_get_bulk", ENOMEM);
+			rte_mempool_put_bulk(mp_cached, o, (unsigned)b);
+		}
+		__asm__ __volatile__("" ::: "memory");
+	}
+	return (double)(now_ns() - t0) / (double)((n / b) * b);
+}
+
+static int scen_mempool(void)
+{
+	char lc[16];
+	char *eal[] = { "ipm-bench", "--no-huge", "-m", "64", "--no-pci", "--no-shconf",
+			"--no-telemetry", "--log-level=lib.eal:error", "-l", lc, NULL };
+	long n = opt.iters ? opt.iters : 2000000;
+	int rounds = opt.rounds ? opt.rounds : 7, r, k, p;
+	double best[2][2], *rr[2];
+	struct ipm_pcache *pc;
+
+	snprintf(lc, sizeof(lc), "%d", opt.cpu_a);
+	if ((r = init_lib(0, 0)))
+		die("ipm_init", r);
+	if (rte_eal_init(10, eal) < 0) {
+		printf("SKIP: rte_eal_init failed: %s\n", rte_strerror(rte_errno));
+		return 77;
+	}
+	if ((r = ipm_thread_register()) < 0)
+		die("ipm_thread_register", r);
+	mp_cached = rte_mempool_create("ipmb_cached", MP_N, 64, MP_CACHE, 0, NULL, NULL, NULL, NULL,
+				       SOCKET_ID_ANY, 0);
+	mp_bare = rte_mempool_create("ipmb_bare", MP_N, 64, 0, 0, NULL, NULL, NULL, NULL,
+				     SOCKET_ID_ANY, 0);
+	/* the same shape as the mempool cache: 256 objects, refills of 32 */
+	pc = ipm_pcache_create(&mp_ops, NULL, MP_CACHE, MP_BURST);
+	if (!mp_cached || !mp_bare || !pc)
+		die("rte_mempool_create / ipm_pcache_create", ENOMEM);
+	for (p = 0; p < 2; p++) {
+		rr[p] = calloc((size_t)rounds, sizeof(double));
+		if (!rr[p])
+			die("calloc", ENOMEM);
+		best[p][0] = best[p][1] = 1e30;
+		mp_time(pc, p, n / 10);
+		mp_time(NULL, p, n / 10);
+	}
+	for (k = 0; k < rounds; k++)
+		for (p = 0; p < 2; p++) {
+			double a = mp_time(pc, p, n), b = mp_time(NULL, p, n);
+
+			if (a < best[p][0])
+				best[p][0] = a;
+			if (b < best[p][1])
+				best[p][1] = b;
+			rr[p][k] = a / b;
+		}
+	printf("== mempool: get+put on the calling thread, ipm_pcache (over an rte_mempool without "
+	       "cache) vs rte_mempool's per-lcore cache (cache_size %d), %ld objects x %d rounds\n",
+	       MP_CACHE, n, rounds);
+	print_machine();
+	printf("%-14s %16s %22s %16s\n", "pattern", "ipm_pcache ns", "rte_mempool cache ns",
+	       "ratio (median)");
+	printf("%-14s %16.2f %22.2f %16.3f\n", "pair", best[0][0], best[0][1], median_dbl(rr[0], (size_t)rounds));
+	printf("%-14s %16.2f %22.2f %16.3f\n", "burst of 32", best[1][0], best[1][1],
+	       median_dbl(rr[1], (size_t)rounds));
+	printf("(ns per object, best round; rte_mempool has no remote drain: objects in another "
+	       "lcore's cache come back only when that lcore flushes it, see the pcache scenario)\n");
+	printf("SUMMARY scenario=mempool rounds=%d objects=%ld ipm_pair_ns=%.2f rte_pair_ns=%.2f "
+	       "ratio_pair=%.3f ipm_burst_ns=%.2f rte_burst_ns=%.2f ratio_burst=%.3f "
+	       "goal=none goal_met=1\n", rounds, n, best[0][0], best[0][1],
+	       median_dbl(rr[0], (size_t)rounds), best[1][0], best[1][1],
+	       median_dbl(rr[1], (size_t)rounds));
+	ipm_pcache_destroy(pc);
+	ipm_thread_unregister();
+	ipm_fini();
+	rte_mempool_free(mp_cached);
+	rte_mempool_free(mp_bare);
+	rte_eal_cleanup();
+	free(rr[0]);
+	free(rr[1]);
+	return 0;
+}
+#else
+static int scen_mempool(void)
+{
+	printf("SKIP: built without libdpdk (apt-get install libdpdk-dev, then reconfigure)\n");
+	return 77;
+}
+#endif
+
+static const char *const scenarios[] = { "rtt-signal", "rtt-poll", "barrier", "scale", "targets",
+					  "inval", "pcache", "mempool" };
 #define NSCEN (int)(sizeof(scenarios) / sizeof(scenarios[0]))
 
 static int scen_all(void)
@@ -1595,6 +2187,14 @@ int main(int argc, char **argv)
 		return scen_barrier();
 	if (!strcmp(opt.scenario, "scale"))
 		return scen_scale();
+	if (!strcmp(opt.scenario, "targets"))
+		return scen_targets();
+	if (!strcmp(opt.scenario, "inval"))
+		return scen_inval();
+	if (!strcmp(opt.scenario, "pcache"))
+		return scen_pcache();
+	if (!strcmp(opt.scenario, "mempool"))
+		return scen_mempool();
 	fprintf(stderr, "ipm-bench: unknown scenario '%s'\n", opt.scenario);
 	usage(stderr);
 	return 2;

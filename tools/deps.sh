@@ -4,7 +4,10 @@
 # aarch64 cross compiler and arm64 multiarch -dev packages.
 set -euo pipefail
 
-pkgs=(meson ninja-build pkg-config gcc g++ liburcu-dev libnuma-dev check valgrind binutils file systemtap-sdt-dev bpftrace)
+pkgs=(meson ninja-build pkg-config gcc g++ liburcu-dev libnuma-dev check valgrind binutils file systemtap-sdt-dev bpftrace
+      libdpdk-dev)
+# gnuplot-nox is optional (dpdk_style --plot renders a PNG with it): DEPS_PLOT=1
+[[ -z ${DEPS_PLOT:-} ]] || pkgs+=(gnuplot-nox)
 if [[ ${1:-} == --cross ]]; then
 	pkgs+=(gcc-aarch64-linux-gnu liburcu-dev:arm64 libnuma-dev:arm64 check:arm64)
 fi

@@ -5,7 +5,7 @@
 #      by seccomp (ENOSYS and EPERM), and the examples;
 #   2. the same under valgrind memcheck (meson test --setup valgrind);
 #   3. an ASan + UBSan build, all tests but the timing-bound ones;
-#   4. install to a staging directory; build and run examples/hello.c
+#   4. install to a staging directory; build and run every examples/*.c
 #      through pkg-config, and a consumer project using libipimask as a Meson
 #      subproject;
 #   5. a cross build for aarch64 (library, tests and examples).
@@ -51,8 +51,30 @@ meson install -C "$B" --destdir "$stage" --quiet
 pcdir=$(dirname "$(find "$stage" -name ipimask.pc | head -n 1)")
 export PKG_CONFIG_PATH=$pcdir PKG_CONFIG_SYSROOT_DIR=$stage
 libdir=$(dirname "$(find "$stage" -name 'libipimask.so.0' | head -n 1)")
-cc -std=gnu11 -Wall -Wextra -Werror examples/hello.c $(pkg-config --cflags --libs ipimask) -o "$stage/hello"
-LD_LIBRARY_PATH=$libdir "$stage/hello"
+# every single-file example, built like a user's program and run
+for ex in examples/*.c; do
+	name=$(basename "$ex" .c)
+	cc -std=gnu11 -Wall -Wextra -Werror "$ex" $(pkg-config --cflags --libs ipimask) -pthread \
+		-o "$stage/$name"
+	echo "-- $name (pkg-config build)"
+	LD_LIBRARY_PATH=$libdir "$stage/$name" >"$stage/$name.log" 2>&1 ||
+		{ cat "$stage/$name.log"; echo "$name failed"; exit 1; }
+	tail -n 1 "$stage/$name.log"
+done
+# the DPDK EAL example, when libdpdk-dev is installed (no hugepages, no NIC)
+if pkg-config --exists libdpdk; then
+	# (libdpdk is the system's: no staging sysroot for it)
+	cc -std=gnu11 -Wall -Wextra -Werror examples/dpdk/dpdk_lcores.c \
+		$(pkg-config --cflags --libs ipimask) \
+		$(PKG_CONFIG_SYSROOT_DIR= pkg-config --cflags --libs libdpdk) -pthread \
+		-o "$stage/dpdk_lcores"
+	echo "-- dpdk_lcores (pkg-config build)"
+	LD_LIBRARY_PATH=$libdir "$stage/dpdk_lcores" --no-huge -m 256 --no-pci --no-shconf \
+		--no-telemetry --vdev=net_null0 --lcores=0@0,1@1,2@1 --log-level=lib.eal:error \
+		-- --seconds 1 >"$stage/dpdk_lcores.log" 2>&1 ||
+		{ cat "$stage/dpdk_lcores.log"; echo "dpdk_lcores failed"; exit 1; }
+	tail -n 1 "$stage/dpdk_lcores.log"
+fi
 unset PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR
 mkdir -p "$stage/consumer/subprojects"
 cp tests/consumer/meson.build tests/consumer/main.c "$stage/consumer/"
