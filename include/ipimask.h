@@ -778,6 +778,29 @@ IPM_EXPORT void *ipm_pcache_get(struct ipm_pcache *pc);
 IPM_EXPORT void ipm_pcache_put(struct ipm_pcache *pc, void *obj);
 
 /**
+ * ipm_pcache_get_bulk: up to @n objects at once, for burst-oriented code
+ * (a packet burst).
+ * @objs: receives them, the most recently cached first.
+ *
+ * Takes the cache lock once for whatever the cache holds; the rest comes
+ * straight from the store, refilled in batches of at most @batch (the cache
+ * is not topped up).  Returns how many objects were stored in @objs: fewer
+ * than @n only when the store ran empty; 0 for a NULL @pc or @objs.
+ * Same contexts as ipm_pcache_get(): NOT async-signal-safe.
+ */
+IPM_EXPORT unsigned ipm_pcache_get_bulk(struct ipm_pcache *pc, void **objs, unsigned n);
+
+/**
+ * ipm_pcache_put_bulk: give @n objects back at once.
+ *
+ * Takes the cache lock once and caches as many as fit under @high; the rest
+ * go back to the store in batches of at most @batch, without the lock.  The
+ * objects obey the rules of ipm_pcache_put().  A NULL @pc or @objs, or
+ * @n == 0, does nothing.  Same contexts as ipm_pcache_get().
+ */
+IPM_EXPORT void ipm_pcache_put_bulk(struct ipm_pcache *pc, void *const *objs, unsigned n);
+
+/**
  * ipm_pcache_count: how many objects the cache of @slot holds now.
  *
  * A snapshot: the owner may change it at once.  Waits for a drain of @pc in

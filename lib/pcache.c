@@ -430,6 +430,62 @@ void ipm_pcache_put(struct ipm_pcache *pc, void *obj)
 	pc->ops.release(pc->ctx, c->objs + n, pc->batch);
 }
 
+/*
+ * Bulk: one lock round trip for up to @n objects, the rest straight
+ * through the store (refill/release in batches, without the lock).
+ */
+unsigned ipm_pcache_get_bulk(struct ipm_pcache *pc, void **objs, unsigned n)
+{
+	struct pc_cache *c;
+	unsigned got = 0, k, have;
+
+	if (unlikely(!pc || !objs))
+		return 0;
+	c = my_cache(pc);
+	if (likely(c) && n) {
+		pc_lock_owner(c);
+		have = c->count;
+		k = n < have ? n : have;
+		/* The most recently put first, like ipm_pcache_get(). */
+		for (got = 0; got < k; got++)
+			objs[got] = c->objs[have - 1 - got];
+		IPM_STORE(&c->count, have - k);
+		pc_unlock(c);
+	}
+	while (got < n) {
+		unsigned want = n - got < pc->batch ? n - got : pc->batch;
+
+		k = pc->ops.refill(pc->ctx, objs + got, want);
+		if (unlikely(k > want))
+			_ipm_die("refill returned more objects than asked for");
+		got += k;
+		if (k < want)
+			break;	/* the store is empty */
+	}
+	return got;
+}
+
+void ipm_pcache_put_bulk(struct ipm_pcache *pc, void *const *objs, unsigned n)
+{
+	struct pc_cache *c;
+	unsigned k = 0, have, i;
+
+	if (unlikely(!pc || !objs || !n))
+		return;
+	c = my_cache(pc);
+	if (likely(c)) {
+		pc_lock_owner(c);
+		have = c->count;
+		k = pc->high - have < n ? pc->high - have : n;
+		for (i = 0; i < k; i++)
+			c->objs[have + i] = objs[i];
+		IPM_STORE(&c->count, have + k);
+		pc_unlock(c);
+	}
+	/* What does not fit under @high goes back to the store. */
+	release_all(pc, objs + k, n - k);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Draining                                                                  */
 /* ------------------------------------------------------------------------ */

@@ -355,6 +355,55 @@ START_TEST(get_put_batches_and_high)
 }
 END_TEST
 
+/* Bulk: one lock for what the cache holds, the rest through the store. */
+START_TEST(bulk_get_put)
+{
+	struct store st;
+	struct ipm_pcache *pc;
+	void *o[96];	/* o[25 .. 90) below */
+	int slot = ipm_thread_register(), i;
+	unsigned n;
+
+	ck_assert_int_ge(slot, 0);
+	store_init(&st, 64, 4);
+	pc = ipm_pcache_create(&st_ops, &st, 8, 4);
+	ck_assert_ptr_nonnull(pc);
+	/* Empty cache: all 10 from the store, in batches of at most 4. */
+	n = ipm_pcache_get_bulk(pc, o, 10);
+	ck_assert_uint_eq(n, 10);
+	ck_assert_uint_eq(atomic_load(&st.refill_calls), 3);
+	ck_assert_uint_eq(ipm_pcache_count(pc, slot), 0);
+	ck_assert_uint_eq(store_free(&st), 54);
+	for (i = 0; i < 10; i++)
+		if (atomic_exchange(&((struct obj *)o[i])->inuse, 1))
+			store_die("object handed out twice", ((struct obj *)o[i])->idx);
+	/* Put 10: 8 fit under high, 2 go back to the store. */
+	for (i = 0; i < 10; i++)
+		atomic_store(&((struct obj *)o[i])->inuse, 0);
+	ipm_pcache_put_bulk(pc, o, 10);
+	ck_assert_uint_eq(ipm_pcache_count(pc, slot), 8);
+	ck_assert_uint_eq(store_free(&st), 56);
+	/* Get 5: from the cache, most recent first. */
+	n = ipm_pcache_get_bulk(pc, o + 20, 5);
+	ck_assert_uint_eq(n, 5);
+	ck_assert_ptr_eq(o[20], o[7]);
+	ck_assert_uint_eq(ipm_pcache_count(pc, slot), 3);
+	/* More than everything: the cache's 3, then the store until empty. */
+	n = ipm_pcache_get_bulk(pc, o + 25, 55 + 10);
+	ck_assert_uint_eq(n, 3 + 56);
+	ck_assert_uint_eq(store_free(&st), 0);
+	ipm_pcache_put_bulk(pc, o + 25, n);
+	ipm_pcache_put_bulk(pc, o + 20, 5);
+	ipm_pcache_put_bulk(NULL, o, 1);
+	ipm_pcache_put_bulk(pc, NULL, 1);
+	ck_assert_uint_eq(ipm_pcache_get_bulk(pc, NULL, 3), 0);
+	ck_assert_uint_eq(ipm_pcache_get_bulk(NULL, o, 3), 0);
+	ipm_pcache_destroy(pc);
+	store_check_full(&st);
+	store_destroy(&st);
+}
+END_TEST
+
 START_TEST(empty_store_returns_null)
 {
 	struct store st;
@@ -1157,6 +1206,7 @@ static Suite *pcache_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, create_rejects_bad_arguments);
 	tcase_add_test(tc, get_put_batches_and_high);
+	tcase_add_test(tc, bulk_get_put);
 	tcase_add_test(tc, empty_store_returns_null);
 	tcase_add_test(tc, unregistered_goes_through_the_store);
 	tcase_add_test(tc, drain_own_cache_and_skip_empty);
