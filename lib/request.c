@@ -27,7 +27,7 @@
  *   finished its futex_wake and said so with WOKEN:
  *
  *   runner                              waiter (after seeing count 0)
- *   futex_wake(&pending)                while !(pending & WOKEN): yield
+ *   futex_wake(&pending)                while !(pending & WOKEN): sleep 20 us
  *   pending |= WOKEN     [release]      return (the request may go)
  *
  * Asynchronous and fire-and-forget requests are reference counted (the
@@ -45,14 +45,16 @@
 
 /*
  * How long a waiter spins before it sleeps: twice the completion time this
- * thread usually sees (a moving average), between 5 and 100 us.  A signal
- * round trip is ~10-15 us on a VM, a poll ~0.1-1 us: spinning a little past
- * the usual completion saves the futex wake in the target's handler and the
- * wake-up interrupt on ours; a target that is slow this time costs at most
- * 100 us of spinning.
+ * thread usually sees (a moving average), between 5 and 20 us.  A poll
+ * completes in ~0.1-1 us, a signal round trip in ~10-15 us on a VM:
+ * spinning a little past the usual completion saves the futex wake in the
+ * target's handler and the wake-up interrupt on ours.  Never longer than
+ * 20 us: a spinning waiter takes the CPU from a target that shares it (on
+ * an oversubscribed machine, or under valgrind, longer spins made waits
+ * orders of magnitude slower).
  */
 #define WAIT_SPIN_MIN_NS	5000u
-#define WAIT_SPIN_MAX_NS	100000u
+#define WAIT_SPIN_MAX_NS	20000u
 #define WAIT_SPIN_START_NS	20000u
 static __ipm_tls uint32_t tls_wait_avg_ns;	/* 0: no sample yet */
 
@@ -281,9 +283,14 @@ int _ipm_req_wait(struct ipm_req *r, int64_t timeout_ns)
 	_ipm_wait_serve_end(me);
 	if (!ret && r->owner != IPM_REQ_REFCOUNTED) {
 		/* Scenario E: the runner may still be in its futex_wake. */
-		while ((IPM_LOAD_ACQ(&r->pending) & (IPM_REQ_WAITERS | IPM_REQ_WOKEN)) ==
+		/* It sends no wake for WOKEN: sleep in short slices (a
+		 * sleep, unlike sched_yield, surely lets a runner that shares
+		 * our CPU finish; the window is a few instructions long). */
+		uint32_t v;
+
+		while (((v = IPM_LOAD_ACQ(&r->pending)) & (IPM_REQ_WAITERS | IPM_REQ_WOKEN)) ==
 		       IPM_REQ_WAITERS)
-			sched_yield();
+			_ipm_futex_wait(&r->pending, v, 20000);
 		note_wait(_ipm_now_ns() - start);
 	}
 	return ret ? ret : r->error;
