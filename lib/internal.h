@@ -119,7 +119,6 @@ struct ipm_work {
 #define IPM_WORK_KICK_FAILED	2u	/* tgkill failed: the waiter retries */
 
 #define IPM_REQ_WAITERS	0x80000000u	/* someone sleeps on req->pending */
-#define IPM_REQ_WOKEN	0x40000000u	/* the last runner is done with the request */
 #define IPM_REQ_COUNT	0x3fffffffu
 
 enum ipm_req_owner {
