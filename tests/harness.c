@@ -64,6 +64,7 @@ static void *worker_main(void *arg)
 				atomic_store(&w->paused, 0);
 				ipm_poll();
 			}
+			spin_relax();
 			break;
 		case W_BLOCK: {
 			unsigned g = atomic_load(&w->block_gate);
@@ -81,6 +82,7 @@ static void *worker_main(void *arg)
 			sched_yield();
 			break;
 		case W_SPIN_HARD:
+			spin_relax();
 			break;
 		}
 		atomic_fetch_add(&w->loops, 1);
@@ -158,6 +160,28 @@ void worker_pause(struct worker *w)
 void worker_resume(struct worker *w)
 {
 	atomic_store(&w->pause_poll, 0);
+}
+
+bool under_valgrind(void)
+{
+	static atomic_int cached = -1;
+
+	if (cached < 0)
+		cached = getenv("IPM_TEST_VALGRIND") != NULL;
+	return cached;
+}
+
+void spin_relax(void)
+{
+	if (under_valgrind())
+		sched_yield();
+}
+
+unsigned vg_scale(unsigned n)
+{
+	if (!under_valgrind())
+		return n;
+	return n / 10 ? n / 10 : 1;
 }
 
 bool wait_ge(atomic_ulong *p, unsigned long want, double seconds)

@@ -64,6 +64,17 @@ bool wait_int(atomic_int *p, int want, double seconds);
 double now_s(void);
 pid_t test_gettid(void);
 
+/* True when the tests run under valgrind (meson test --setup valgrind sets
+ * IPM_TEST_VALGRIND).  Valgrind runs one thread at a time and lets a thread
+ * that never makes a system call keep the CPU for its whole time slice:
+ * busy loops must yield there (spin_relax), and stress tests run fewer
+ * rounds (vg_scale), since memcheck looks for memory errors, not races. */
+bool under_valgrind(void);
+/* In a busy loop: nothing natively, sched_yield() under valgrind. */
+void spin_relax(void);
+/* @n natively, @n / 10 (at least 1) under valgrind. */
+unsigned vg_scale(unsigned n);
+
 /* Sum of the RES and CAL rows of /proc/interrupts for @cpu (-1 on error). */
 long long irq_count(int cpu);
 

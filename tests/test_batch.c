@@ -238,6 +238,8 @@ static void *cw_main(void *arg)
 				ipm_poll();
 			if (atomic_load(&w->lookups))
 				sched_yield();
+			else
+				spin_relax();
 			break;
 		case K_BLOCK:
 			if (!atomic_load(&w->lookups))
@@ -402,7 +404,7 @@ START_TEST(one_delivery_per_thread_per_flush)
 	/* Under valgrind's serialised threads 100 waited flushes to spinning
 	 * workers take minutes: fewer there (IPM_TEST_VALGRIND, set by the
 	 * valgrind test setup). */
-	unsigned nflush = getenv("IPM_TEST_VALGRIND") ? 10 : 100;
+	unsigned nflush = vg_scale(100);
 	struct cw w[4];
 	uint64_t irq[4];
 	struct ipm_batch *b = ipm_batch_create(dom, IPM_BATCH_MAX_CAPACITY);
@@ -929,7 +931,7 @@ static void stress(unsigned rounds);
 
 START_TEST(concurrent_flushers_no_stale_use)
 {
-	stress(600);
+	stress(vg_scale(600));
 }
 END_TEST
 
@@ -941,7 +943,7 @@ START_TEST(nested_deliveries_slow_inval)
 
 	reinit(&cfg);
 	inval_delay_s = 50e-6;
-	stress(300);
+	stress(vg_scale(300));
 }
 END_TEST
 

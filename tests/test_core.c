@@ -134,7 +134,7 @@ static void hold_until_released(int slot, void *info)
 {
 	(void)info;
 	while (!atomic_load(&gate_open))
-		;
+		spin_relax();
 	atomic_fetch_add(&runs[slot], 1);
 }
 

@@ -947,8 +947,10 @@ static void *hammer_main(void *arg)
 			if (o)
 				give(h->pc, o);
 		}
-		if ((++ops & 255) == 0)
+		if ((++ops & 255) == 0) {
 			atomic_store_explicit(&h->ops, ops, memory_order_relaxed);
+			spin_relax();
+		}
 	}
 	while (n)
 		give(h->pc, held[--n]);
