@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "ipimask.h"
+#include "proc_interrupts.h"
 
 #define NK		4096
 #define MAX_WORKERS	64
@@ -65,36 +66,14 @@ static double now_s(void)
 static int first_worker_cpu;	/* 1 when the control thread has CPU 0 to itself */
 
 /* RES + CAL of the CPUs from @from_cpu on; -1 when /proc/interrupts cannot
- * be read. */
+ * be read.  (Control thread only: one static snapshot.) */
 static long long proc_ipis(int from_cpu)
 {
-	FILE *f = fopen("/proc/interrupts", "re");
-	char line[16384];
-	long long sum = -1;
+	static struct procirq snap;
 
-	if (!f)
+	if (procirq_read(&snap))
 		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		char *p = line, *end;
-		int col;
-
-		while (*p == ' ')
-			p++;
-		if (strncmp(p, "RES:", 4) && strncmp(p, "CAL:", 4))
-			continue;
-		p += 4;
-		for (col = 0;; col++) {
-			long long v = strtoll(p, &end, 10);
-
-			if (end == p)
-				break;
-			if (col >= from_cpu)
-				sum = (sum < 0 ? 0 : sum) + v;
-			p = end;
-		}
-	}
-	fclose(f);
-	return sum;
+	return procirq_sum(&snap, PROCIRQ_RES_CAL, from_cpu, PROCIRQ_MAX_CPUS);
 }
 
 /* Runs on the worker (signal handler) or for it: async-signal-safe. */

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "ipimask.h"
+#include "proc_interrupts.h"
 
 #ifdef IPM_BENCH_HAVE_URCU
 #include <urcu/urcu-memb.h>
@@ -59,10 +60,6 @@
 #endif
 
 #define CACHELINE	64
-#define MAXCPU		1024
-#define NIRQ		3	/* RES, CAL, TLB */
-
-static const char *const irq_names[NIRQ] = { "RES", "CAL", "TLB" };
 
 /* ------------------------------------------------------------------------ */
 /* Options                                                                   */
@@ -225,55 +222,15 @@ static void measure_timer_overhead(void)
 /* /proc/interrupts                                                          */
 /* ------------------------------------------------------------------------ */
 
-struct irqsnap {
-	long long v[NIRQ][MAXCPU];
-};
-
 static int ncpus_present;	/* highest CPU id in /proc/interrupts + 1 */
 
-static int irq_read(struct irqsnap *s)
+static int irq_read(struct procirq *s)
 {
-	FILE *f = fopen("/proc/interrupts", "re");
-	int colcpu[MAXCPU], ncols = 0, k, c;
-	char *line = NULL, *p, *end;
-	size_t cap = 0;
+	int r = procirq_read(s);
 
-	memset(s, 0, sizeof(*s));
-	if (!f)
-		return -errno;
-	if (getline(&line, &cap, f) > 0) {
-		for (p = line; (p = strstr(p, "CPU")) && ncols < MAXCPU; ) {
-			long id = strtol(p + 3, &end, 10);
-
-			if (end == p + 3 || id < 0 || id >= MAXCPU)
-				break;
-			colcpu[ncols++] = (int)id;
-			if (id + 1 > ncpus_present)
-				ncpus_present = (int)id + 1;
-			p = end;
-		}
-	}
-	while (getline(&line, &cap, f) > 0) {
-		for (p = line; *p == ' '; p++)
-			;
-		for (k = 0; k < NIRQ; k++)
-			if (!strncmp(p, irq_names[k], 3) && p[3] == ':')
-				break;
-		if (k == NIRQ)
-			continue;
-		p += 4;
-		for (c = 0; c < ncols; c++) {
-			long long x = strtoll(p, &end, 10);
-
-			if (end == p)
-				break;
-			s->v[k][colcpu[c]] = x;
-			p = end;
-		}
-	}
-	free(line);
-	fclose(f);
-	return 0;
+	if (s->ncpus > ncpus_present)
+		ncpus_present = s->ncpus;
+	return r;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -444,7 +401,7 @@ struct variant {
 	double *rmed;			/* per-round medians */
 	size_t nr, rcap;
 	long long ops;			/* measured ops (counters divide by this) */
-	long long irq[NIRQ][MAXCPU];
+	long long irq[PROCIRQ_NROWS][PROCIRQ_MAX_CPUS];
 	struct ipm_stats dst;		/* library counter deltas */
 	struct ipm_thread_stats dts;
 	long long down;
@@ -488,7 +445,7 @@ static void push_rmed(struct variant *v, double x)
 /* One segment: @warm unrecorded ops, then @n timed ops between snapshots. */
 static void run_segment(struct variant *v, long n, long warm)
 {
-	static struct irqsnap ia, ib;
+	static struct procirq ia, ib;
 	struct libsnap a, b;
 	size_t first = v->n;
 	uint64_t w0, c0 = 0;
@@ -523,7 +480,7 @@ static void run_segment(struct variant *v, long n, long warm)
 	irq_read(&ib);
 	libsnap_take(&b, v);
 	v->ops += n;
-	for (k = 0; k < NIRQ; k++)
+	for (k = 0; k < PROCIRQ_NROWS; k++)
 		for (c = 0; c < ncpus_present; c++)
 			v->irq[k][c] += ib.v[k][c] - ia.v[k][c];
 	STAT_DELTA(calls);
@@ -574,7 +531,7 @@ static double v_irq(const struct variant *v, int cpu)
 	long long s = 0;
 	int k;
 
-	for (k = 0; k < NIRQ; k++)
+	for (k = 0; k < PROCIRQ_NROWS; k++)
 		s += v->irq[k][cpu];
 	return v->ops ? (double)s / (double)v->ops : 0;
 }
@@ -1082,7 +1039,7 @@ static void print_cpu_table(struct variant *const *vs, int nv)
 		printf("%-28s", vs[i]->name);
 		for (c = 0; c < ncpus_present; c++) {
 			printf("       ");
-			for (k = 0; k < NIRQ; k++)
+			for (k = 0; k < PROCIRQ_NROWS; k++)
 				printf(" %5.2f", vs[i]->ops ? (double)vs[i]->irq[k][c] /
 						  (double)vs[i]->ops : 0.0);
 			printf(" ");
@@ -1097,7 +1054,7 @@ static double irq_per_on(const struct variant *v)
 	long long on = v->ops - v->off, s = 0;
 	int k;
 
-	for (k = 0; k < NIRQ; k++)
+	for (k = 0; k < PROCIRQ_NROWS; k++)
 		s += v->irq[k][opt.cpu_b];
 	return on > 0 ? (double)s / (double)on : 0;
 }
@@ -2168,7 +2125,7 @@ int main(int argc, char **argv)
 		die("setpriority (--nice)", errno);
 
 	{
-		struct irqsnap s;
+		struct procirq s;
 
 		if (irq_read(&s) || ncpus_present <= opt.cpu_a || ncpus_present <= opt.cpu_b)
 			fprintf(stderr, "ipm-bench: warning: /proc/interrupts unreadable or "

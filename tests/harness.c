@@ -208,39 +208,6 @@ bool wait_int(atomic_int *p, int want, double seconds)
 	return true;
 }
 
-long long irq_count(int cpu)
-{
-	FILE *f = fopen("/proc/interrupts", "re");
-	char line[8192];
-	long long sum = -1;
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		char *p = line, *end;
-		int col;
-
-		while (*p == ' ')
-			p++;
-		if (strncmp(p, "RES:", 4) && strncmp(p, "CAL:", 4))
-			continue;
-		p += 4;
-		for (col = 0;; col++) {
-			long long v = strtoll(p, &end, 10);
-
-			if (end == p)
-				break;
-			if (col == cpu) {
-				sum = (sum < 0 ? 0 : sum) + v;
-				break;
-			}
-			p = end;
-		}
-	}
-	fclose(f);
-	return sum;
-}
-
 void fixture_init(void)
 {
 	ck_assert_int_eq(ipm_init(NULL), 0);

@@ -75,9 +75,6 @@ void spin_relax(void);
 /* @n natively, @n / 10 (at least 1) under valgrind. */
 unsigned vg_scale(unsigned n);
 
-/* Sum of the RES and CAL rows of /proc/interrupts for @cpu (-1 on error). */
-long long irq_count(int cpu);
-
 /* Runs @s (Check, CK_NORMAL); the process exit status: 0 or 1. */
 int run_suite(Suite *s);
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "proc_interrupts.h"
 
 #define N 2000
 
@@ -23,7 +24,7 @@ static void nop(int slot, void *info)
 
 static void need_cpus(void)
 {
-	if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || irq_count(1) < 0) {
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || procirq_now(PROCIRQ_RES_CAL, 1) < 0) {
 		fprintf(stderr, "needs 2 CPUs and /proc/interrupts RES/CAL rows\n");
 		exit(77);
 	}
@@ -60,21 +61,21 @@ START_TEST(library_interrupts_match_proc_interrupts)
 	slot = ws.w[0].slot;
 	for (try = 0; try < 5; try++) {
 		ck_assert_int_eq(ipm_thread_stats_get(slot, &t0), 0);
-		kernel = irq_count(1);
+		kernel = procirq_now(PROCIRQ_RES_CAL, 1);
 		t = now_s();
 		for (i = 0; i < N; i++)
 			ck_assert_int_eq(ipm_on_thread(slot, nop, NULL, IPM_WAIT), 1);
 		dt = now_s() - t;
-		kernel = irq_count(1) - kernel;
+		kernel = procirq_now(PROCIRQ_RES_CAL, 1) - kernel;
 		ck_assert_int_eq(ipm_thread_stats_get(slot, &t1), 0);
 		lib = t1.interrupts - t0.interrupts;
 		ck_assert_uint_eq(lib, N);	/* one signal per waited call */
 
-		noise = irq_count(1);
+		noise = procirq_now(PROCIRQ_RES_CAL, 1);
 		t = now_s();
 		while (now_s() - t < dt)
 			;
-		noise = irq_count(1) - noise;
+		noise = procirq_now(PROCIRQ_RES_CAL, 1) - noise;
 		if (min_noise < 0 || noise < min_noise)
 			min_noise = noise;
 		fprintf(stderr, "CPU1: library %llu, RES+CAL %lld during the calls, %lld in as long without\n",
@@ -122,19 +123,19 @@ START_TEST(cond_false_cpu_sees_no_extra_interrupts)
 	pin_self(0);
 	workers_start_on(&ws, 1, W_SPIN_HARD, 1);
 	for (pair = 0; pair < 10; pair++) {
-		a = irq_count(1);
+		a = procirq_now(PROCIRQ_RES_CAL, 1);
 		t = now_s();
 		while (now_s() - t < 0.1)
 			;
-		idle = irq_count(1) - a;
-		a = irq_count(1);
+		idle = procirq_now(PROCIRQ_RES_CAL, 1) - a;
+		a = procirq_now(PROCIRQ_RES_CAL, 1);
 		t = now_s();
 		calls = 0;
 		while (now_s() - t < 0.1) {
 			ck_assert_int_eq(ipm_on_each_thread_cond(never, nop, NULL, IPM_WAIT), 0);
 			calls++;
 		}
-		busy = irq_count(1) - a;
+		busy = procirq_now(PROCIRQ_RES_CAL, 1) - a;
 		fprintf(stderr, "CPU1, 100 ms: %lld interrupts idle, %lld during %d cond-false calls\n",
 			idle, busy, calls);
 		ck_assert_int_gt(calls, 600);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "ipimask.h"
+#include "proc_interrupts.h"
 
 #define NW	3
 #define CALLS	200
@@ -54,29 +55,14 @@ static void *spinner(void *arg)
 /* CAL interrupts per CPU, from /proc/interrupts. */
 static int read_cal(long long *cal, int ncpu)
 {
-	FILE *f = fopen("/proc/interrupts", "re");
-	char line[4096];
-	int found = 0;
+	static struct procirq snap;
+	int c;
 
-	if (!f)
+	if (procirq_read(&snap) || !(snap.rows & PROCIRQ_MASK(PROCIRQ_CAL)))
 		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		char *p = line, *end;
-		int c;
-
-		while (*p == ' ')
-			p++;
-		if (strncmp(p, "CAL:", 4))
-			continue;
-		p += 4;
-		for (c = 0; c < ncpu; c++) {
-			cal[c] = strtoll(p, &end, 10);
-			p = end;
-		}
-		found = 1;
-	}
-	fclose(f);
-	return found ? 0 : -1;
+	for (c = 0; c < ncpu; c++)
+		cal[c] = snap.v[PROCIRQ_CAL][c];
+	return 0;
 }
 
 int main(void)
