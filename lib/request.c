@@ -37,7 +37,6 @@
  * ordinary context frees.
  */
 #include <limits.h>
-#include <sched.h>
 #include <string.h>
 
 #include "internal.h"

@@ -23,12 +23,12 @@ pid_t test_gettid(void)
 	return (pid_t)syscall(SYS_gettid);
 }
 
-static void futex_wait_u(atomic_uint *p, unsigned v)
+void futex_wait_u(atomic_uint *p, unsigned v)
 {
 	syscall(SYS_futex, (unsigned *)p, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0);
 }
 
-static void futex_wake_u(atomic_uint *p)
+void futex_wake_u(atomic_uint *p)
 {
 	syscall(SYS_futex, (unsigned *)p, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }

@@ -64,6 +64,11 @@ bool wait_int(atomic_int *p, int want, double seconds);
 double now_s(void);
 pid_t test_gettid(void);
 
+/* FUTEX_WAIT_PRIVATE on @p while it holds @v (no timeout; a wake, a signal
+ * or a changed value ends it); FUTEX_WAKE_PRIVATE of one waiter. */
+void futex_wait_u(atomic_uint *p, unsigned v);
+void futex_wake_u(atomic_uint *p);
+
 /* True when the tests run under valgrind (meson test --setup valgrind sets
  * IPM_TEST_VALGRIND).  Valgrind runs one thread at a time and lets a thread
  * that never makes a system call keep the CPU for its whole time slice:

@@ -10,11 +10,9 @@
  * a worker reads completed[k] *before* its lookup, and a looked-up version
  * older than that is a use of an entry after its flush returned.
  */
-#include <linux/futex.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -243,8 +241,7 @@ static void *cw_main(void *arg)
 			break;
 		case K_BLOCK:
 			if (!atomic_load(&w->lookups))
-				syscall(SYS_futex, (unsigned *)&w->cmdseq, FUTEX_WAIT_PRIVATE, s,
-					NULL, NULL, 0);
+				futex_wait_u(&w->cmdseq, s);
 			break;
 		case K_SIGNAL:
 			/* 2-CPU machines run many more threads than CPUs here:
@@ -274,7 +271,7 @@ static void cw_cmd(struct cw *w, int c)
 
 	atomic_store(&w->cmdval, c);
 	s = atomic_fetch_add(&w->cmdseq, 1) + 1;
-	syscall(SYS_futex, (unsigned *)&w->cmdseq, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	futex_wake_u(&w->cmdseq);
 	while (atomic_load(&w->ack) != s) {
 		ck_assert_msg(now_s() < end, "worker %d did not ack command %d", w->slot, c);
 		sched_yield();
@@ -285,7 +282,7 @@ static void cw_stop(struct cw *w)
 {
 	atomic_store(&w->stop, 1);
 	atomic_fetch_add(&w->cmdseq, 1);
-	syscall(SYS_futex, (unsigned *)&w->cmdseq, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	futex_wake_u(&w->cmdseq);
 	pthread_join(w->th, NULL);
 }
 
@@ -1063,11 +1060,5 @@ static Suite *batch_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(batch_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(batch_suite());
 }

@@ -1237,11 +1237,5 @@ static Suite *pcache_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(pcache_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suite(pcache_suite());
 }
