@@ -28,16 +28,11 @@
 #include <unistd.h>
 
 #include "ipimask.h"
+#include "key_cache.h"
 #include "proc_interrupts.h"
 
 #define NK		4096
 #define MAX_WORKERS	64
-
-struct cache {
-	unsigned gen;
-	uint8_t valid[NK];
-	uint64_t val[NK];
-};
 
 struct worker {
 	pthread_t th;
@@ -46,7 +41,9 @@ struct worker {
 	atomic_int ready;
 	atomic_int stop;
 	atomic_ulong lookups;
-	struct cache cache;
+	struct key_cache cache;
+	uint8_t valid[NK];	/* the cache's storage */
+	uint64_t val[NK];
 } __attribute__((aligned(64)));
 
 static struct worker workers[MAX_WORKERS];
@@ -79,37 +76,9 @@ static long long proc_ipis(int from_cpu)
 /* Runs on the worker (signal handler) or for it: async-signal-safe. */
 static void inval(int slot, const uint64_t *keys, unsigned n, void *ctx)
 {
-	struct cache *c = &by_slot[slot]->cache;
-	unsigned i;
-
 	(void)ctx;
-	__atomic_store_n(&c->gen, c->gen + 1, __ATOMIC_RELAXED);
-	if (n == 0)
-		memset(c->valid, 0, sizeof(c->valid));
-	for (i = 0; i < n; i++)
-		c->valid[keys[i] % NK] = 0;
+	key_cache_inval(&by_slot[slot]->cache, keys, n);
 	atomic_fetch_add_explicit(&inval_calls, 1, memory_order_relaxed);
-}
-
-static uint64_t lookup(struct cache *c, unsigned k)
-{
-	for (;;) {
-		unsigned g;
-		uint64_t v;
-
-		if (__atomic_load_n(&c->valid[k], __ATOMIC_RELAXED))
-			return c->val[k];
-		g = __atomic_load_n(&c->gen, __ATOMIC_RELAXED);
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		v = __atomic_load_n(&truth[k], __ATOMIC_ACQUIRE);
-		c->val[k] = v;
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		__atomic_store_n(&c->valid[k], 1, __ATOMIC_RELAXED);
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		if (__atomic_load_n(&c->gen, __ATOMIC_RELAXED) == g)
-			return v;
-		__atomic_store_n(&c->valid[k], 0, __ATOMIC_RELAXED);
-	}
 }
 
 static void *worker_main(void *arg)
@@ -130,12 +99,13 @@ static void *worker_main(void *arg)
 		fprintf(stderr, "register: %d\n", w->slot);
 		exit(1);
 	}
+	key_cache_init(&w->cache, NK, w->valid, w->val);
 	by_slot[w->slot] = w;
 	ipm_domain_enter(dom);
 	atomic_store(&w->ready, 1);
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
 		ipm_domain_enter(dom);
-		sink += lookup(&w->cache, k);
+		sink += key_cache_lookup(&w->cache, k, truth);
 		k = (k + 1) % NK;
 		atomic_fetch_add_explicit(&w->lookups, 1, memory_order_relaxed);
 	}

@@ -18,6 +18,7 @@
 
 #include "harness.h"
 #include "internal.h"
+#include "key_cache.h"
 
 #define NSLOTS	128
 #define NK	128
@@ -25,13 +26,10 @@
 enum ckind { K_SIGNAL, K_POLL, K_BLOCK };
 enum cmd { C_NONE, C_WARM, C_LEAVE, C_LOOKUPS_ON, C_LOOKUPS_OFF, C_ENTER, C_PAUSE_POLL };
 
-struct cache {
-	unsigned gen;
-	uint64_t ver[NK];
-	uint8_t valid[NK];
-};
 
-static struct cache caches[NSLOTS];
+static struct key_cache caches[NSLOTS];	/* by slot; storage below */
+static uint8_t cache_valid[NSLOTS][NK];
+static uint64_t cache_val[NSLOTS][NK];
 static uint64_t truth[NK];
 static uint64_t completed[NK];
 static atomic_uint inval_calls[NSLOTS];
@@ -66,24 +64,13 @@ struct cw {
 
 static void inval(int slot, const uint64_t *keys, unsigned n, void *ctx)
 {
-	struct cache *c = &caches[slot];
-	unsigned i;
-
 	if (ctx != &ctx_token)
 		atomic_store(&bad_ctx, 1);
-	__atomic_store_n(&c->gen, c->gen + 1, __ATOMIC_RELAXED);
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	if (n == 0) {
-		if (keys)
-			atomic_store(&bad_ctx, 2);
-		for (i = 0; i < NK; i++)
-			__atomic_store_n(&c->valid[i], 0, __ATOMIC_RELAXED);
+	if (n == 0 && keys)
+		atomic_store(&bad_ctx, 2);
+	key_cache_inval(&caches[slot], keys, n);
+	if (n == 0)
 		atomic_fetch_add(&full_calls[slot], 1);
-	} else {
-		for (i = 0; i < n; i++)
-			if (keys[i] < NK)
-				__atomic_store_n(&c->valid[keys[i]], 0, __ATOMIC_RELAXED);
-	}
 	if (inval_delay_s > 0) {
 		double end = now_s() + inval_delay_s;	/* clock_gettime: signal-safe */
 
@@ -97,27 +84,6 @@ static void inval(int slot, const uint64_t *keys, unsigned n, void *ctx)
 	atomic_fetch_add(&inval_calls[slot], 1);
 }
 
-static uint64_t lookup(struct cache *c, unsigned k)
-{
-	for (;;) {
-		unsigned g;
-		uint64_t v;
-
-		if (__atomic_load_n(&c->valid[k], __ATOMIC_RELAXED))
-			return __atomic_load_n(&c->ver[k], __ATOMIC_RELAXED);
-		g = __atomic_load_n(&c->gen, __ATOMIC_RELAXED);
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		v = __atomic_load_n(&truth[k], __ATOMIC_ACQUIRE);
-		__atomic_store_n(&c->ver[k], v, __ATOMIC_RELAXED);
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		__atomic_store_n(&c->valid[k], 1, __ATOMIC_RELAXED);
-		__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		if (__atomic_load_n(&c->gen, __ATOMIC_RELAXED) == g)
-			return v;
-		__atomic_store_n(&c->valid[k], 0, __ATOMIC_RELAXED);
-	}
-}
-
 /* One checked use of every key. */
 static void use_all(int slot)
 {
@@ -127,22 +93,19 @@ static void use_all(int slot)
 	for (k = 0; k < NK; k++) {
 		uint64_t c0 = __atomic_load_n(&completed[k], __ATOMIC_ACQUIRE);
 
-		if (lookup(&caches[slot], k) < c0)
+		if (key_cache_lookup(&caches[slot], k, truth) < c0)
 			atomic_fetch_add(&violations, 1);
 	}
 }
 
 static void drop_all(int slot)
 {
-	unsigned i;
-
-	for (i = 0; i < NK; i++)
-		__atomic_store_n(&caches[slot].valid[i], 0, __ATOMIC_RELAXED);
+	key_cache_inval(&caches[slot], NULL, 0);
 }
 
 static unsigned cached(int slot, unsigned k)
 {
-	return __atomic_load_n(&caches[slot].valid[k], __ATOMIC_RELAXED);
+	return key_cache_has(&caches[slot], k);
 }
 
 /* A flusher's update of key @k: a new version; published after the flush. */
@@ -1060,5 +1023,9 @@ static Suite *batch_suite(void)
 
 int main(void)
 {
+	int i;
+
+	for (i = 0; i < NSLOTS; i++)
+		key_cache_init(&caches[i], NK, cache_valid[i], cache_val[i]);
 	return run_suite(batch_suite());
 }
