@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 #include <linux/futex.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -194,6 +196,24 @@ bool wait_ge(atomic_ulong *p, unsigned long want, double seconds)
 		sched_yield();
 	}
 	return true;
+}
+
+int wait_child(pid_t pid, double seconds)
+{
+	double end = now_s() + seconds;
+	struct timespec ms = { 0, 1000 * 1000 };
+	int status = 0;
+	pid_t r;
+
+	while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < end)
+		nanosleep(&ms, NULL);
+	if (r == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		ck_abort_msg("child %d still running after %.0f s: killed", (int)pid, seconds);
+	}
+	ck_assert_int_eq(r, pid);
+	return status;
 }
 
 bool wait_int(atomic_int *p, int want, double seconds)

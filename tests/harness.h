@@ -57,6 +57,11 @@ void worker_wake(struct worker *w);
 void worker_pause(struct worker *w);
 void worker_resume(struct worker *w);
 
+/* waitpid(@pid) for at most @seconds; on timeout the child is killed
+ * (SIGKILL) and reaped, and the test fails, saying so.  Returns the wait
+ * status. */
+int wait_child(pid_t pid, double seconds);
+
 /* Wait (bounded, yielding) until *p >= want; false on timeout. */
 bool wait_ge(atomic_ulong *p, unsigned long want, double seconds);
 bool wait_int(atomic_int *p, int want, double seconds);

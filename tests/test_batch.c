@@ -824,7 +824,7 @@ START_TEST(fork_child_starts_clean)
 		ipm_fini();
 		_exit(bad ? 3 : 0);
 	}
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	status = wait_child(pid, 60.0);
 	ck_assert(WIFEXITED(status));
 	ck_assert_int_eq(WEXITSTATUS(status), 0);
 	/* The parent goes on as before. */

@@ -77,7 +77,7 @@ START_TEST(fork_child_sees_only_itself)
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
 		_exit(child(me, m));
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	status = wait_child(pid, 60.0);
 	ck_assert(WIFEXITED(status));
 	ck_assert_int_eq(WEXITSTATUS(status), 0);
 	/* The parent is undisturbed. */
@@ -130,7 +130,7 @@ START_TEST(fork_while_busy)
 				_exit(21);
 			_exit(0);
 		}
-		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		status = wait_child(pid, 60.0);
 		ck_assert(WIFEXITED(status));
 		ck_assert_int_eq(WEXITSTATUS(status), 0);
 	}
@@ -146,11 +146,22 @@ int main(void)
 {
 	Suite *s = suite_create("fork");
 	TCase *tc = tcase_create("fork");
+	TCase *busy = tcase_create("busy");
 
 	tcase_add_checked_fixture(tc, fixture_init, fixture_fini);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, fork_child_sees_only_itself);
-	tcase_add_test(tc, fork_while_busy);
 	suite_add_tcase(s, tc);
+	/* The fork child allocates while, in the parent, other threads were
+	 * allocating at the fork: glibc's malloc is fork-safe, but the
+	 * AddressSanitizer of GCC 12 (Debian 12) is not (its allocator gets
+	 * its pthread_atfork handlers only in LLVM 18, llvm-project PR 75290),
+	 * so the child may inherit a locked allocator and hang.  Tagged, so
+	 * that tools/test.sh's ASan run can leave it out (CK_EXCLUDE_TAGS). */
+	tcase_add_checked_fixture(busy, fixture_init, fixture_fini);
+	tcase_set_timeout(busy, 120);
+	tcase_set_tags(busy, "fork_with_allocating_threads");
+	tcase_add_test(busy, fork_while_busy);
+	suite_add_tcase(s, busy);
 	return run_suite(s);
 }

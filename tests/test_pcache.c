@@ -1180,7 +1180,7 @@ START_TEST(fork_while_hammering)
 		ck_assert_int_ge(pid, 0);
 		if (pid == 0)
 			child_exit(child_check(&st, pc));
-		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		status = wait_child(pid, 60.0);
 		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 			      "child %d: status %#x", k, status);
 	}
