@@ -257,9 +257,13 @@ static void *churn_thread(void *arg)
 	(void)arg;
 	churn_tid = test_gettid();
 	atomic_store(&churn_slot, ipm_thread_register());
+	/* churn_online may say "offline" early, never late: cleared before
+	 * ipm_thread_offline() (from there on a sender may claim us and run
+	 * our work), set after ipm_thread_online() has returned (it waits for
+	 * a claimer to finish). */
 	while (!atomic_load(&churn_stop)) {
-		ipm_thread_offline();
 		atomic_store(&churn_online, 0);
+		ipm_thread_offline();
 		sched_yield();
 		ipm_thread_online();
 		atomic_store(&churn_online, 1);
