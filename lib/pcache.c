@@ -274,6 +274,33 @@ static inline void pc_unlock(struct pc_cache *c)
 /* Backing store                                                             */
 /* ------------------------------------------------------------------------ */
 
+/* refill() of at most @want objects; a callback that returns more broke
+ * its contract (and wrote past @objs). */
+static inline unsigned refill_checked(struct ipm_pcache *pc, void **objs, unsigned want)
+{
+	unsigned k = pc->ops.refill(pc->ctx, objs, want);
+
+	if (unlikely(k > want))
+		_ipm_die("refill returned more objects than asked for");
+	return k;
+}
+
+/* refill() in batches of at most pc->batch, until @n objects or an empty
+ * store; returns how many came. */
+static unsigned refill_all(struct ipm_pcache *pc, void **objs, unsigned n)
+{
+	unsigned got = 0, want, k;
+
+	while (got < n) {
+		want = n - got < pc->batch ? n - got : pc->batch;
+		k = refill_checked(pc, objs + got, want);
+		got += k;
+		if (k < want)
+			break;	/* the store is empty */
+	}
+	return got;
+}
+
 /* release() in batches of at most pc->batch. */
 static void release_all(struct ipm_pcache *pc, void *const *objs, unsigned n)
 {
@@ -366,11 +393,9 @@ static __attribute__((noinline)) void *get_refill(struct ipm_pcache *pc, struct 
 	void *obj;
 
 	/* Scenario B: count is 0 and stays 0 (I2); objs[] above it is ours (I3). */
-	k = pc->ops.refill(pc->ctx, c->objs, pc->batch);
+	k = refill_checked(pc, c->objs, pc->batch);
 	if (k == 0)
 		return NULL;
-	if (unlikely(k > pc->batch))
-		_ipm_die("refill returned more objects than asked for");
 	pc_lock_owner(c);
 	if (unlikely(c->count))
 		_ipm_die("cache grew while its owner refilled it");
@@ -452,17 +477,7 @@ unsigned ipm_pcache_get_bulk(struct ipm_pcache *pc, void **objs, unsigned n)
 		IPM_STORE(&c->count, have - k);
 		pc_unlock(c);
 	}
-	while (got < n) {
-		unsigned want = n - got < pc->batch ? n - got : pc->batch;
-
-		k = pc->ops.refill(pc->ctx, objs + got, want);
-		if (unlikely(k > want))
-			_ipm_die("refill returned more objects than asked for");
-		got += k;
-		if (k < want)
-			break;	/* the store is empty */
-	}
-	return got;
+	return got + refill_all(pc, objs + got, n - got);
 }
 
 void ipm_pcache_put_bulk(struct ipm_pcache *pc, void *const *objs, unsigned n)

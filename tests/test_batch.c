@@ -26,7 +26,6 @@
 enum ckind { K_SIGNAL, K_POLL, K_BLOCK };
 enum cmd { C_NONE, C_WARM, C_LEAVE, C_LOOKUPS_ON, C_LOOKUPS_OFF, C_ENTER, C_PAUSE_POLL };
 
-
 static struct key_cache caches[NSLOTS];	/* by slot; storage below */
 static uint8_t cache_valid[NSLOTS][NK];
 static uint64_t cache_val[NSLOTS][NK];
@@ -361,10 +360,7 @@ END_TEST
  * thread per flush. */
 START_TEST(one_delivery_per_thread_per_flush)
 {
-	/* Under valgrind's serialised threads 100 waited flushes to spinning
-	 * workers take minutes: fewer there (IPM_TEST_VALGRIND, set by the
-	 * valgrind test setup). */
-	unsigned nflush = vg_scale(100);
+	unsigned nflush = vg_scale(100);	/* waited flushes: slow under valgrind */
 	struct cw w[4];
 	uint64_t irq[4];
 	struct ipm_batch *b = ipm_batch_create(dom, IPM_BATCH_MAX_CAPACITY);
